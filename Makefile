@@ -1,0 +1,33 @@
+# `make demo` runs the main job; `make test` runs every test. Both create or reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bru-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch and torchvision first, pinned, so that pip takes them from the local disk
+	# where it can (they are a 5.5 GB CUDA build that also runs on the CPU)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bru compare --dataset digits --model mlp4 -a relu -a elu -a eru:2 -a oru:3 --epochs 20 --seeds 3
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check bru_core tests
+	$(BIN)/ruff format --check bru_core tests
+
+bench: $(STAMP)
+	$(BIN)/bru bench activations
+	$(BIN)/bru bench epochs
+	$(BIN)/bru bench models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
