@@ -1,0 +1,310 @@
+"""Bionodal root units (ERU, ORU) and the activation registry.
+
+The maths floor of bru-lab: it imports torch and nothing else of the project.
+
+ERU and ORU come in two implementations that must agree (tests/test_activations.py):
+
+* ``eru_reference`` / ``oru_reference``: PAPER.md's formulas written as plain torch ops,
+  each branch evaluated on a clamped input. Slow, and autograd gets the slope at z = 0
+  wrong (0 instead of r), which is why the fast path computes its own derivative.
+* ``eru`` / ``oru``: the path used in training. One autograd Function: the forward
+  computes the value with in-place ops, saves only the input (one tensor, as ELU does),
+  and the backward computes the exact slope from it with differentiable ops, so
+  gradients of any order are exact.
+
+Both families share f'(z) = r w / u, with u = r^2 a + 1 (a = relu(z) for ERU, |z| for ORU)
+and w = f(z) + 1/r (ERU) or |f(z)| + 1 (ORU), and ERU(z) + 1/r = u^(1/r) exp(r min(z, 0)),
+because on each side of zero one factor is exactly 1: no ``where``, no unused branch that
+could leak inf or NaN.
+
+* r = 2, the default, is exact in binary: u^(1/2) = 2 sqrt(a + 1/4).
+* Any other radix works in base-2 logs, with u evaluated scaled by a power of two, so that
+  r^2 z cannot overflow for a finite z whose value is finite, and log2 u is exactly 0 at 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_RADIX = 2.0
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _check_radix(r: float) -> float:
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+        raise ValueError(f"radix must be a finite number > 0, got {r!r}")
+    return float(r)
+
+
+def eru_reference(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
+    """ERU exactly as PAPER.md writes it (clamped branches, then ``where``)."""
+    r = _check_radix(r)
+    root = (r * r * z.clamp(min=0) + 1).pow(1 / r) - 1 / r
+    exponential = torch.exp(r * z.clamp(max=0)) - 1 / r
+    return torch.where(z >= 0, root, exponential)
+
+
+def oru_reference(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
+    """ORU exactly as PAPER.md writes it."""
+    r = _check_radix(r)
+    return torch.sign(z) * ((r * r * z.abs() + 1).pow(1 / r) - 1)
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+_LOG2_E = 1 / math.log(2)
+
+
+def _log2_u(a: Tensor, r: float) -> Tensor:
+    """log2(r^2 a + 1) for a >= 0, without overflow and exactly 0 at a = 0.
+
+    u is evaluated scaled by a power of two, 2^-k u = a r^2 / 2^k + 2^-k with r^2 <= 2^k, so
+    it cannot overflow; the scaling is exact, log2(2^-k) = -k is exact, and so is adding k."""
+    k = max(0, math.ceil(2 * math.log2(r)))
+    scale = 2.0**-k
+    log2_u = torch.log2(a * (r * r * scale) + scale)
+    return log2_u + k if k else log2_u
+
+
+# Values: computed inside Function.forward (no autograd), so in-place ops are free to use.
+
+
+def _eru_value(z: Tensor, r: float) -> Tensor:
+    if r == 2:
+        # The default radix, exact in binary: u^(1/2) = 2 sqrt(a + 1/4), w = u^(1/2) e.
+        half_w = torch.relu(z).add_(0.25).sqrt_().mul_(z.clamp(max=0).mul_(2.0).exp_())
+        return half_w.sub_(0.25).mul_(2.0)  # w - 1/2
+    # Any radix, in base-2 logs (log2/exp2 are the fastest transcendental kernels on the CPU).
+    log2_rw = _log2_u(torch.relu(z), r).mul_(1 / r).add_(z.clamp(max=0), alpha=r * _LOG2_E).add_(math.log2(r))
+    return log2_rw.exp2_().sub_(1.0).div_(r)  # w - 1/r = (r w - 1) / r
+
+
+def _oru_value(z: Tensor, r: float) -> Tensor:
+    if r == 2:
+        return z.abs().add_(0.25).sqrt_().mul_(2.0).sub_(1.0).copysign_(z)
+    return _log2_u(z.abs(), r).mul_(1 / r).exp2_().sub_(1.0).copysign_(z)  # exactly 0 at z = 0
+
+
+# Slopes: f'(z) = r w / u. Computed in backward from the saved input with out-of-place ops,
+# so that with create_graph=True autograd differentiates them again (exact second order).
+
+
+def _eru_slope(z: Tensor, r: float) -> Tensor:
+    exp_side = torch.exp(z.clamp(max=0) * r)  # exp(r min(z, 0)): 1 where z >= 0
+    if r == 2:
+        return torch.rsqrt(torch.relu(z) + 0.25) * exp_side  # 2 w / (4a + 1) = e / sqrt(a + 1/4)
+    return torch.exp2(_log2_u(torch.relu(z), r) * (1 / r - 1) + math.log2(r)) * exp_side
+
+
+def _oru_slope(z: Tensor, r: float) -> Tensor:
+    if r == 2:
+        return torch.rsqrt(z.abs() + 0.25)
+    return torch.exp2(_log2_u(z.abs(), r) * (1 / r - 1) + math.log2(r))
+
+
+class _RadixFunction(torch.autograd.Function):
+    """value(z) forward; grad * slope(z) backward. Saves only z, as ELU does."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, r: float, family: str) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        ctx.r, ctx.family = r, family
+        return (_eru_value if family == "eru" else _oru_value)(z, r)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        slope = (_eru_slope if ctx.family == "eru" else _oru_slope)(z, ctx.r)
+        return grad_output * slope, None, None
+
+
+def eru(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
+    """Exponential root unit (fast path; gradients of any order)."""
+    r = _check_radix(r)
+    if z.requires_grad and torch.is_grad_enabled():
+        return _RadixFunction.apply(z, r, "eru")
+    return _eru_value(z, r)
+
+
+def oru(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
+    """Odd root unit (fast path; gradients of any order)."""
+    r = _check_radix(r)
+    if z.requires_grad and torch.is_grad_enabled():
+        return _RadixFunction.apply(z, r, "oru")
+    return _oru_value(z, r)
+
+
+class _RadixUnit(nn.Module):
+    family: str = ""
+
+    def __init__(self, radix: float = DEFAULT_RADIX) -> None:
+        super().__init__()
+        self.radix = _check_radix(radix)
+
+    def extra_repr(self) -> str:
+        return f"radix={self.radix:g}"
+
+
+class ERU(_RadixUnit):
+    """Exponential root unit with radix r (r = 1 is ELU with alpha = 1)."""
+
+    family = "eru"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return eru(z, self.radix)
+
+
+class ORU(_RadixUnit):
+    """Odd root unit with radix r (r = 1 is the identity)."""
+
+    family = "oru"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return oru(z, self.radix)
+
+
+# --------------------------------------------------------------------------- registry
+
+ActivationFactory = Callable[[], nn.Module]
+
+# name -> module factory, as in timm's create_act table. Extend with register_activation.
+_BUILTIN: dict[str, ActivationFactory] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+    "celu": nn.CELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "mish": nn.Mish,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+_REGISTRY: dict[str, ActivationFactory] = dict(_BUILTIN)
+RADIX_FAMILIES: dict[str, type[_RadixUnit]] = {"eru": ERU, "oru": ORU}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def known_activations() -> list[str]:
+    """Every name a spec may use, the radix families written with their parameter."""
+    return [*_REGISTRY, *(f"{family}:R" for family in RADIX_FAMILIES)]
+
+
+def register_activation(name: str, factory: ActivationFactory) -> None:
+    """Add a user activation to the registry (give its class an init rule too, see
+    bru_core.initialisation.register_init_rule)."""
+    if not _NAME.match(name) or name in RADIX_FAMILIES:
+        raise ValueError(f"activation name {name!r} must be lower-case letters, digits and _, not eru/oru")
+    _REGISTRY[name] = factory
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """A parsed activation spec: ``relu``, ``eru:2``, or a radix schedule ``oru:3>2``."""
+
+    name: str
+    radix_first: float | None = None
+    radix_last: float | None = None
+
+    @property
+    def is_radix_family(self) -> bool:
+        return self.name in RADIX_FAMILIES
+
+    @property
+    def is_schedule(self) -> bool:
+        return self.is_radix_family and self.radix_first != self.radix_last
+
+    def __str__(self) -> str:
+        if not self.is_radix_family:
+            return self.name
+        text = f"{self.name}:{self.radix_first:g}"
+        return f"{text}>{self.radix_last:g}" if self.is_schedule else text
+
+    def radii(self, n_layers: int) -> list[float]:
+        """Radix per hidden layer, linear from the first to the last."""
+        assert self.radix_first is not None and self.radix_last is not None
+        if n_layers == 1:
+            return [self.radix_first]
+        step = (self.radix_last - self.radix_first) / (n_layers - 1)
+        return [self.radix_first + i * step for i in range(n_layers)]
+
+
+def _parse_radix(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"activation {spec!r}: radix {text!r} is not a number; write e.g. eru:2") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"activation {spec!r}: radix must be a finite number > 0, got {text}")
+    return value
+
+
+def parse_activation(spec: str) -> ActivationSpec:
+    """Parse and check a spec string; ValueError names the spec and what would fix it."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"activation spec must be a non-empty string, got {spec!r}")
+    text = spec.strip().lower()
+    name, sep, params = text.partition(":")
+    if name in RADIX_FAMILIES:
+        if not sep:
+            return ActivationSpec(name, DEFAULT_RADIX, DEFAULT_RADIX)
+        first, arrow, last = params.partition(">")
+        if not first or (arrow and not last):
+            raise ValueError(f"activation {spec!r}: write {name}:R or a schedule {name}:R1>R2, e.g. {name}:3>2")
+        r_first = _parse_radix(first, spec)
+        r_last = _parse_radix(last, spec) if arrow else r_first
+        return ActivationSpec(name, r_first, r_last)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown activation {spec!r}; known: {', '.join(known_activations())}")
+    if sep:
+        raise ValueError(f"activation {spec!r}: {name} takes no parameter; write {name}")
+    return ActivationSpec(name)
+
+
+def canonical_activation(spec: str) -> str:
+    """One spelling per activation (``ERU`` and ``eru:2.0`` are both ``eru:2``)."""
+    return str(parse_activation(spec))
+
+
+def _build(parsed: ActivationSpec, radix: float | None) -> nn.Module:
+    if parsed.is_radix_family:
+        return RADIX_FAMILIES[parsed.name](radix)
+    return _REGISTRY[parsed.name]()
+
+
+def get_activation(spec: str) -> nn.Module:
+    """A fresh module for one activation spec (not a per-layer schedule)."""
+    parsed = parse_activation(spec)
+    if parsed.is_schedule:
+        raise ValueError(f"activation {spec!r} is a per-layer schedule; expand it with activations_for(spec, n_layers)")
+    return _build(parsed, parsed.radix_first)
+
+
+def activations_for(spec: str, n_layers: int) -> list[nn.Module]:
+    """One fresh module per hidden layer; a radix schedule is spread linearly over them."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    parsed = parse_activation(spec)
+    if parsed.is_radix_family:
+        return [_build(parsed, r) for r in parsed.radii(n_layers)]
+    return [_build(parsed, None) for _ in range(n_layers)]
+
+
+def describe(modules: Sequence[nn.Module]) -> str:
+    """Short human form of a layer list, e.g. 'ORU(3) ORU(2.5) ORU(2)'."""
+    parts = []
+    for m in modules:
+        parts.append(f"{type(m).__name__}({m.radix:g})" if isinstance(m, _RadixUnit) else type(m).__name__)
+    return " ".join(parts)

@@ -1,0 +1,13 @@
+"""Shared fixtures: every test runs with its own BRU_HOME, so nothing touches ./.bru."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def bru_home(tmp_path, monkeypatch):
+    home = tmp_path / "bru-home"
+    monkeypatch.setenv("BRU_HOME", str(home))
+    monkeypatch.delenv("BRU_DATA_DIR", raising=False)
+    return home
