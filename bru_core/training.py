@@ -1,0 +1,352 @@
+"""One training run: a plain config in, a plain history out.
+
+``train(config)`` runs the same under pytest, the CLI, an Optuna trial and a Prefect task.
+All randomness comes from generators seeded by ``config.seed`` (initialisation, batch
+order, augmentation: three independent streams), so the same seed gives the same numbers
+on the CPU, and two activations trained with the same seed see the same batches in the
+same order (a paired design).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from bru_core.activations import canonical_activation
+from bru_core.data import Data, Split, check_dataset, load_data
+from bru_core.errors import ConfigError, NonFiniteLossError, config_error
+from bru_core.models import build_model, model_kind, parameter_count
+from bru_core.settings import get_settings
+
+EVAL_BATCH_SIZE = 1024
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines one training run. Plain data: JSON in, JSON out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "digits"
+    model: str = "mlp4"
+    activation: str = "relu"
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.02, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)  # the paper uses no regularisation
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(10, ge=1)
+    schedule: Literal["none", "cosine", "step"] = "none"
+    step_epochs: int | None = Field(None, ge=1)  # step schedule: default epochs // 3
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = Field(0, ge=0)  # fixes the validation split, independent of seed
+    augment: bool | None = None  # None: on for CIFAR, off otherwise
+    test_every_epoch: bool = False  # learning curves on the test set (never used to choose)
+    data_dir: Path | None = None  # None: BRU_DATA_DIR or <BRU_HOME>/data
+    download: bool = False
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, value: str) -> str:
+        return canonical_activation(value)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        try:
+            return check_dataset(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("dataset: ")) from None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        try:
+            model_kind(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("model: ")) from None
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        return self
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any] | TrainConfig) -> TrainConfig:
+        """Validate plain data; a bad field raises ConfigError naming it."""
+        if isinstance(values, TrainConfig):
+            return values
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            raise config_error(exc) from None
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches, as the weights moved
+    train_error: float | None  # None for the auto-encoder
+    val_loss: float
+    val_error: float | None
+    seconds: float  # training only, not evaluation
+    lr: float
+    test_loss: float | None = None  # only with test_every_epoch
+    test_error: float | None = None
+
+
+@dataclass
+class History:
+    config: dict[str, Any]
+    objective: str
+    device: str
+    n_parameters: int
+    epochs: list[EpochRecord] = field(default_factory=list)
+    # After the last epoch, one clean evaluation pass over each split (the train split
+    # too, with fixed weights: the error quotient test_loss / train_loss uses these).
+    final: dict[str, float | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # trained; not serialised
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.final, "epochs": len(self.epochs), "seconds": round(self.seconds, 3)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: everything but the model."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"} | {
+            "epochs": [asdict(e) for e in self.epochs]
+        }
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {requested} requested but no CUDA device is available; use cpu or auto")
+        index = int(requested[5:]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    return torch.device(requested)
+
+
+def _seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for initialisation, batch order and augmentation."""
+    init, order, augment = np.random.SeedSequence(seed).generate_state(3)
+    return int(init), int(order), int(augment)
+
+
+def _optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+        )
+    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """(scheduler, steps per batch?) or (None, False)."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch), True
+    if config.schedule == "step":
+        every = config.step_epochs or max(1, config.epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=config.step_gamma), False
+    return None, False
+
+
+class _Objective:
+    """Loss and error for a batch, by the model's objective."""
+
+    def __init__(self, kind: str) -> None:
+        self.reconstruction = kind == "reconstruction"
+
+    def loss(self, output: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
+        if self.reconstruction:
+            per_example = F.mse_loss(output.float(), Data.pixels(images), reduction="none").mean(dim=1)
+            return per_example.mean() if reduction == "mean" else per_example.sum()
+        return F.cross_entropy(output.float(), labels, reduction=reduction)
+
+    def wrong(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        return None if self.reconstruction else (output.argmax(dim=1) != labels).sum()
+
+
+def _autocast(device: torch.device, precision: str):
+    enabled = precision == "bf16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def evaluate(
+    model: nn.Module, data: Data, split: Split, objective: str, precision: str = "fp32"
+) -> tuple[float, float | None]:
+    """Mean loss and error rate (None for reconstruction) over a split, weights fixed."""
+    obj = _Objective(objective)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=data.device)
+    wrong = torch.zeros((), device=data.device, dtype=torch.int64)
+    with torch.inference_mode(), _autocast(data.device, precision):
+        for inputs, images, labels in data.batches(split, EVAL_BATCH_SIZE):
+            output = model(inputs)
+            loss_sum += obj.loss(output, images, labels, reduction="sum")
+            batch_wrong = obj.wrong(output, labels)
+            if batch_wrong is not None:
+                wrong += batch_wrong
+    model.train(was_training)
+    n = len(split)
+    return float(loss_sum) / n, (None if obj.reconstruction else int(wrong) / n)
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> Data:
+    data_dir = config.data_dir if config.data_dir is not None else get_settings().data_path
+    return load_data(
+        config.dataset,
+        data_dir,
+        download=config.download,
+        val_fraction=config.val_fraction,
+        split_seed=config.split_seed,
+        augment=config.augment,
+        device=device,
+    )
+
+
+EpochCallback = Callable[[EpochRecord], None]
+BatchCallback = Callable[[int, int], None]  # (batch done, batches per epoch)
+
+
+class Trainer:
+    """The state of one run (model, optimiser, generators), advanced an epoch at a time."""
+
+    def __init__(self, config: TrainConfig | Mapping[str, Any], data: Data | None = None) -> None:
+        self.config = config = TrainConfig.parse(config)
+        self.device = device = resolve_device(config.device)
+        if config.precision == "bf16" and device.type != "cuda":
+            raise ConfigError("precision: bf16 autocast needs a CUDA device; use fp32 on the CPU")
+        if data is None:
+            data = prepare_data(config, device)
+        elif data.device != device:
+            data = data.to(device)
+        self.data = data
+        self.kind = model_kind(config.model)
+        self.objective = _Objective(self.kind.objective)
+        init_seed, order_seed, augment_seed = _seeds(config.seed)
+        generator = torch.Generator().manual_seed(init_seed)
+        self.model = build_model(config.model, data.info, config.activation, generator).to(device)
+        self.order = torch.Generator().manual_seed(order_seed)
+        self.augment = torch.Generator().manual_seed(augment_seed)
+        self.optimizer = _optimizer(config, self.model.parameters())
+        self.n_batches = data.n_batches(data.train, config.batch_size)
+        self.scheduler, self.per_batch = _scheduler(config, self.optimizer, self.n_batches)
+        sizes = torch.full((self.n_batches,), float(config.batch_size), device=device)
+        sizes[-1] = len(data.train) - config.batch_size * (self.n_batches - 1)
+        self._batch_sizes = sizes
+
+    def train_epoch(self, epoch: int, on_batch: BatchCallback | None = None) -> tuple[float, float | None, float]:
+        """One pass over the training split: (mean loss, error rate, seconds)."""
+        config, model, optimizer, objective = self.config, self.model, self.optimizer, self.objective
+        model.train()
+        started = time.perf_counter()
+        # Losses stay on the device and are checked once per epoch: no sync per batch.
+        batch_losses = torch.empty(self.n_batches, device=self.device)
+        wrong = torch.zeros((), device=self.device, dtype=torch.int64)
+        batches = self.data.batches(self.data.train, config.batch_size, self.order, self.augment)
+        for b, (inputs, images, labels) in enumerate(batches):
+            with _autocast(self.device, config.precision):
+                output = model(inputs)
+                loss = objective.loss(output, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if self.scheduler is not None and self.per_batch:
+                self.scheduler.step()
+            batch_losses[b] = loss.detach()
+            batch_wrong = objective.wrong(output.detach(), labels)
+            if batch_wrong is not None:
+                wrong += batch_wrong
+            if on_batch is not None:
+                on_batch(b + 1, self.n_batches)
+        finite = torch.isfinite(batch_losses)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            raise NonFiniteLossError(epoch, first + 1, float(batch_losses[first]))
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step()
+        n = len(self.data.train)
+        train_loss = float((batch_losses * self._batch_sizes).sum()) / n
+        seconds = time.perf_counter() - started
+        return train_loss, (None if objective.reconstruction else int(wrong) / n), seconds
+
+    def evaluate(self, split: Split) -> tuple[float, float | None]:
+        return evaluate(self.model, self.data, split, self.kind.objective, self.config.precision)
+
+    def epoch(self, epoch: int, on_batch: BatchCallback | None = None) -> EpochRecord:
+        """Train one epoch, then measure the validation (and, if asked, test) split."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loss, train_error, seconds = self.train_epoch(epoch, on_batch)
+        val_loss, val_error = self.evaluate(self.data.val)
+        record = EpochRecord(epoch, train_loss, train_error, val_loss, val_error, seconds, lr)
+        if self.config.test_every_epoch:
+            record.test_loss, record.test_error = self.evaluate(self.data.test)
+        return record
+
+    def final_metrics(self) -> dict[str, float | None]:
+        """One clean pass over every split with the final weights."""
+        final: dict[str, float | None] = {}
+        for name, split in (("train", self.data.train), ("val", self.data.val), ("test", self.data.test)):
+            final[f"{name}_loss"], final[f"{name}_error"] = self.evaluate(split)
+        train_loss, test_loss = final["train_loss"], final["test_loss"]
+        final["error_quotient"] = test_loss / train_loss if train_loss else math.inf
+        return final
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any],
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    data: Data | None = None,
+) -> History:
+    """Train one model and return its history.
+
+    ``on_epoch`` sees each EpochRecord as it is made (log it, or raise to prune);
+    ``on_batch`` is for progress bars. ``data`` may be passed in to reuse loaded data.
+    Raises NonFiniteLossError naming the first epoch and batch whose loss was not finite."""
+    started = time.perf_counter()
+    trainer = Trainer(config, data)
+    config = trainer.config
+    history = History(
+        config.model_dump(mode="json"), trainer.kind.objective, str(trainer.device), parameter_count(trainer.model)
+    )
+    for epoch in range(1, config.epochs + 1):
+        record = trainer.epoch(epoch, on_batch)
+        history.epochs.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    history.final = trainer.final_metrics()
+    history.seconds = time.perf_counter() - started
+    history.model = trainer.model
+    return history
