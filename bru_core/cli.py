@@ -1,0 +1,460 @@
+"""The ``bru`` command line: a thin layer over bru_core.
+
+Bad input of any kind ends with one line on stderr, ``error: ...``, and exit code 2;
+training that diverges ends with one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bru_core.errors import BruError, ConfigError, NonFiniteLossError
+
+app = typer.Typer(
+    help="bru-lab: does one activation function really beat another? Train, compare, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+activations_app = typer.Typer(help="List the activation registry, or plot activations.", invoke_without_command=True)
+bench_app = typer.Typer(help="Benchmarks recorded in docs/benchmarks.md.", no_args_is_help=True)
+app.add_typer(activations_app, name="activations")
+app.add_typer(bench_app, name="bench")
+
+# Wide tables when the output goes to a file or a pipe (rich would wrap them at 80).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _config(values: dict[str, Any]):
+    """TrainConfig from CLI values; an error names the option the user typed."""
+    from bru_core.training import TrainConfig
+
+    try:
+        return TrainConfig.parse(values)
+    except ConfigError as exc:
+        field, sep, message = str(exc).partition(": ")
+        if sep and field in TrainConfig.model_fields:
+            raise ConfigError(f"{_option_name(field)}: {message}") from None
+        raise
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """Fail before any work if an output file could not be written."""
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"{option}: folder {path.parent} does not exist")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _print_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+
+
+# --------------------------------------------------------------------------- train
+
+DatasetOpt = Annotated[str, typer.Option(help="digits (offline), mnist, cifar10, cifar100.")]
+ModelOpt = Annotated[str, typer.Option(help="mlp4 ... mlp8 (any mlpN), sae, lenet5, convpool.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+LrOpt = Annotated[float, typer.Option(help="Learning rate.")]
+OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.")]
+BatchOpt = Annotated[int, typer.Option(help="Batch size.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Data folder (default: BRU_DATA_DIR or <BRU_HOME>/data).")]
+DownloadOpt = Annotated[bool, typer.Option(help="Fetch MNIST/CIFAR into the data folder if missing (needs a network).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (or list) instead of tables.")]
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt = "digits",
+    model: ModelOpt = "mlp4",
+    activation: Annotated[
+        str, typer.Option("--activation", "-a", help="relu, elu, eru:2, oru:3>2, ... (bru activations).")
+    ] = "relu",
+    epochs: EpochsOpt = 10,
+    lr: LrOpt = 0.02,
+    optimizer: OptimizerOpt = "sgd",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum (sgd).")] = False,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (the paper uses none).")] = 0.0,
+    batch_size: BatchOpt = 128,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: none, cosine or step.")] = "none",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, batch order and augmentation.")] = 0,
+    device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = "fp32",
+    val_fraction: Annotated[float, typer.Option(help="Share of the training set held out for validation.")] = 0.1,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Random crop + flip (default: on for CIFAR).")
+    ] = None,
+    test_every_epoch: Annotated[bool, typer.Option(help="Measure the test set every epoch (learning curves).")] = False,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    json_output: JsonOpt = False,
+    history: Annotated[
+        Path | None, typer.Option(help="Also write the full history (every epoch) to this JSON file.")
+    ] = None,
+) -> None:
+    """Train one model and report train, validation and test metrics."""
+    from bru_core.training import train as run_training
+
+    config = _config(
+        dict(
+            dataset=dataset, model=model, activation=activation, epochs=epochs, lr=lr, optimizer=optimizer,
+            momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, batch_size=batch_size,
+            schedule=schedule, seed=seed, device=device, precision=precision, val_fraction=val_fraction,
+            augment=augment, test_every_epoch=test_every_epoch, data_dir=data_dir, download=download,
+        )
+    )  # fmt: skip
+    _check_writable(history, "--history")
+    with _progress() as progress:
+        task = progress.add_task(f"epoch 1/{config.epochs}", total=None, status="")
+
+        def on_batch(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_epoch(record) -> None:
+            status = f"val loss {record.val_loss:.4f}" + (
+                f", val error {_pct(record.val_error)}" if record.val_error is not None else ""
+            )
+            nxt = min(record.epoch + 1, config.epochs)
+            progress.update(task, description=f"epoch {nxt}/{config.epochs}", completed=0, status=status)
+
+        result = run_training(config, on_epoch=on_epoch, on_batch=on_batch)
+    if history is not None:
+        _write_atomically(history, json.dumps(result.to_dict(), indent=1))
+    if json_output:
+        _print_json(
+            {**result.summary(), "activation": config.activation, "model": config.model, "dataset": config.dataset}
+        )
+        return
+    table = Table(title=f"{config.dataset}/{config.model} {config.activation} (seed {config.seed}, {result.device})")
+    for column in ("epoch", "train loss", "train error", "val loss", "val error", "lr", "seconds"):
+        table.add_column(column, justify="right")
+    for r in result.epochs:
+        table.add_row(
+            str(r.epoch),
+            _num(r.train_loss),
+            _pct(r.train_error),
+            _num(r.val_loss),
+            _pct(r.val_error),
+            f"{r.lr:.3g}",
+            f"{r.seconds:.2f}",
+        )
+    out.print(table)
+    f = result.final
+    out.print(
+        f"final: train loss {_num(f['train_loss'])}, val loss {_num(f['val_loss'])} (error {_pct(f['val_error'])}), "
+        f"test loss {_num(f['test_loss'])} (error {_pct(f['test_error'])}), error quotient {_num(f['error_quotient'], 2)}; "
+        f"{len(result.epochs)} epochs in {result.seconds:.1f} s"
+    )
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _mean_sd(values: Sequence[float | None], fmt) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    if len(present) == 1:
+        return fmt(present[0])
+    return f"{fmt(statistics.mean(present))} ± {fmt(statistics.stdev(present))}"
+
+
+@app.command()
+def compare(
+    activation: Annotated[
+        list[str] | None, typer.Option("--activation", "-a", help="Repeat for each activation.")
+    ] = None,
+    dataset: DatasetOpt = "digits",
+    model: ModelOpt = "mlp4",
+    epochs: EpochsOpt = 20,
+    lr: LrOpt = 0.02,
+    optimizer: OptimizerOpt = "sgd",
+    batch_size: BatchOpt = 128,
+    seeds: Annotated[int, typer.Option(help="Seeds per activation (0 .. N-1), the same for every activation.")] = 1,
+    device: DeviceOpt = "auto",
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Train the same model with several activations and the same hyperparameters, side by side.
+
+    Nothing is tuned here: every activation gets the same learning rate. The campaign
+    (search per activation with an equal budget) is the fair comparison."""
+    from bru_core.training import train as run_training
+
+    specs = activation or ["relu", "elu", "eru:2", "oru:3"]
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    configs = [
+        _config(dict(dataset=dataset, model=model, activation=spec, epochs=epochs, lr=lr, optimizer=optimizer,
+                     batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, download=download))
+        for spec in specs for seed in range(seeds)
+    ]  # fmt: skip
+    names = [c.activation for c in configs[::seeds]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"--activation: {', '.join(duplicates)} given more than once")
+    from bru_core.training import prepare_data, resolve_device
+
+    data = prepare_data(configs[0], resolve_device(configs[0].device))
+    results: dict[str, list] = {name: [] for name in names}
+    with _progress() as progress:
+        task = progress.add_task("training", total=len(configs) * epochs, status="")
+        for config in configs:
+            progress.update(task, status=f"{config.activation} seed {config.seed}")
+            history = run_training(config, on_epoch=lambda _: progress.advance(task), data=data)
+            results[config.activation].append(history)
+    rows = []
+    for name, histories in results.items():
+        finals = [h.final for h in histories]
+        rows.append(
+            {
+                "activation": name,
+                "seeds": len(histories),
+                **{
+                    key: [f[key] for f in finals]
+                    for key in ("val_error", "val_loss", "test_error", "test_loss", "train_loss", "error_quotient")
+                },
+                "seconds_per_epoch": [statistics.mean(e.seconds for e in h.epochs) for h in histories],
+            }
+        )
+    if json_output:
+        _print_json(rows)
+        return
+    info = data.info
+    title = f"{dataset}/{model}, {epochs} epochs, {optimizer} lr {lr:g}, batch {batch_size}, {seeds} seed(s), same hyperparameters for all"
+    table = Table(title=title)
+    for column in ("activation", "val error", "test error", "test loss", "train loss", "error quotient", "s/epoch"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["activation"],
+            _mean_sd(row["val_error"], _pct),
+            _mean_sd(row["test_error"], _pct),
+            _mean_sd(row["test_loss"], _num),
+            _mean_sd(row["train_loss"], _num),
+            _mean_sd(row["error_quotient"], lambda v: f"{v:.1f}"),
+            _mean_sd(row["seconds_per_epoch"], lambda v: f"{v:.3f}"),
+        )
+    out.print(table)
+    out.print(
+        f"{info.name}: {info.n_train} train / {info.n_val} validation / {info.n_test} test examples. "
+        "Errors are final; the error quotient is test loss / train loss (over-fitting). "
+        "Untuned: one learning rate for every activation."
+    )
+
+
+# --------------------------------------------------------------------------- activations
+
+
+@activations_app.callback()
+def activations(ctx: typer.Context) -> None:
+    """List every activation name with the initialisation used for the layer before it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bru_core.activations import RADIX_FAMILIES, get_activation, known_activations
+    from bru_core.initialisation import describe_rule
+
+    table = Table(title="activations (spec strings for --activation)")
+    table.add_column("spec")
+    table.add_column("module")
+    table.add_column("weights of the layer before it")
+    for name in known_activations():
+        family = name.split(":")[0]
+        module = RADIX_FAMILIES[family](2.0) if family in RADIX_FAMILIES else get_activation(name)
+        table.add_row(name, type(module).__name__, describe_rule(module))
+    out.print(table)
+    out.print(
+        "eru and oru alone mean radix 2; eru:R1>R2 spreads the radix linearly from the first hidden layer to the last."
+    )
+
+
+@activations_app.command("plot")
+def activations_plot(
+    specs: Annotated[list[str], typer.Argument(help="Activations to draw, e.g. oru:3 eru:2 relu.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Image file (.png, .pdf or .svg).")] = Path("activations.png"),
+    z_min: Annotated[float, typer.Option(help="Left end of z.")] = -3.0,
+    z_max: Annotated[float, typer.Option(help="Right end of z.")] = 3.0,
+) -> None:
+    """Draw activations and their derivatives."""
+    from bru_core.activations import parse_activation
+    from bru_core.plots import plot_activations
+
+    for spec in specs:
+        try:
+            parse_activation(spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    path = plot_activations(specs, out_path, z_min, z_max)
+    out.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@app.command()
+def models(dataset: DatasetOpt = "mnist") -> None:
+    """List the models with their parameter counts for a data set's shape."""
+    from bru_core.data import DataInfo, dataset_shape
+    from bru_core.models import MODELS, build_model, model_kind, parameter_count
+
+    shape, n_classes = dataset_shape(dataset)
+    info = DataInfo(dataset, shape, n_classes, 0, 0, 0)
+    table = Table(title=f"models for {dataset} ({'x'.join(map(str, shape))}, {n_classes} classes)")
+    for column in ("model", "objective", "parameters"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name in MODELS:
+        table.add_row(name, model_kind(name).objective, f"{parameter_count(build_model(name, info, 'relu')):,}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _bench_table(rows: list[dict[str, Any]], title: str, json_output: bool) -> None:
+    if json_output:
+        _print_json(rows)
+        return
+    from bru_core.bench import machine
+
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="left" if isinstance(rows[0][column], str) else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    out.print(table)
+    out.print(f"machine: {machine()}")
+
+
+@bench_app.command("activations")
+def bench_activations_cmd(
+    n: Annotated[int, typer.Option(help="Number of float32 values.")] = 4_000_000,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 15,
+    device: DeviceOpt = "cpu",
+    json_output: JsonOpt = False,
+) -> None:
+    """Forward + backward of ERU/ORU (reference formula and fast path) against ELU."""
+    from bru_core.bench import as_dicts, bench_activations
+
+    if n < 1 or rounds < 1:
+        raise ConfigError("--n and --rounds: must be at least 1")
+    rows = as_dicts(bench_activations(n=n, rounds=rounds, device=device))
+    _bench_table(rows, f"activation forward + backward, {n:,} values", json_output)
+
+
+@bench_app.command("epochs")
+def bench_epochs_cmd(
+    model: ModelOpt = "mlp8",
+    dataset: DatasetOpt = "digits",
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 15,
+    device: DeviceOpt = "cpu",
+    json_output: JsonOpt = False,
+) -> None:
+    """Training-epoch time per activation, interleaved, as ratios to ELU and ReLU."""
+    from bru_core.bench import as_dicts, bench_epochs
+
+    if rounds < 1:
+        raise ConfigError("--rounds: must be at least 1")
+    rows = as_dicts(bench_epochs(model=model, dataset=dataset, rounds=rounds, device=device))
+    _bench_table(rows, f"{dataset}/{model} training epoch", json_output)
+
+
+@bench_app.command("models")
+def bench_models_cmd(
+    batches: Annotated[int, typer.Option(help="Batches of 128 timed per model.")] = 8,
+    device: DeviceOpt = "cpu",
+    json_output: JsonOpt = False,
+) -> None:
+    """Seconds per training epoch of each model on MNIST- and CIFAR-shaped data."""
+    from bru_core.bench import as_dicts, bench_models
+
+    if batches < 1:
+        raise ConfigError("--batches: must be at least 1")
+    rows = as_dicts(bench_models(batches=batches, device=device))
+    _bench_table(rows, "training throughput per model (relu, batch 128)", json_output)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _fail(message: str, code: int) -> int:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; every expected failure becomes one line on stderr and an exit code."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=list(argv) if argv is not None else None, prog_name="bru", standalone_mode=False)
+    except BruError as exc:
+        return _fail(str(exc), 2)
+    except NonFiniteLossError as exc:
+        return _fail(f"training diverged: {exc}; try a lower --lr", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        # click's usage errors (bad option, bad value, missing argument), without
+        # depending on click's private module path inside typer
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            out.print(exc.format_message(), markup=False, highlight=False)  # type: ignore[attr-defined]
+            return 0
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            return _fail(f"{where}{message}", int(exc.exit_code))
+        if type(exc).__name__ == "Abort":
+            return _fail("aborted", 1)
+        raise
+    return int(result) if isinstance(result, int) else 0
+
+
+def run() -> None:  # console script
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The `bru` command line: outputs, and one clear line with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bru_core.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_json_is_one_object(capsys):
+    code, out, _ = run(capsys, "train", "-a", "oru:3", "--epochs", "2", "--json")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    for key in ("train_loss", "val_loss", "val_error", "test_loss", "test_error", "epochs", "seconds"):
+        assert key in result
+    assert result["epochs"] == 2 and result["activation"] == "oru:3"
+    assert 0 <= result["test_error"] <= 1
+
+
+def test_train_prints_a_table_and_writes_the_history(capsys, tmp_path):
+    history = tmp_path / "history.json"
+    code, out, _ = run(capsys, "train", "-a", "eru:2", "--epochs", "3", "--history", str(history))
+    assert code == 0
+    assert "digits/mlp4 eru:2" in out and "final: train loss" in out and "error quotient" in out
+    saved = json.loads(history.read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3]
+    assert saved["config"]["activation"] == "eru:2"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "abc"], "--lr"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "x"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["-a", "swish2"], "unknown activation 'swish2'"),
+        (["-a", "eru:0"], "radix"),
+        (["-a", "oru:3>"], "oru:R1>R2"),
+        (["--dataset", "imagenet"], "--dataset"),
+        (["--model", "resnet"], "--model"),
+        (["--optimizer", "lbfgs"], "--optimizer"),
+        (["--schedule", "warm"], "--schedule"),
+        (["--device", "tpu"], "--device"),
+        (["--precision", "bf16", "--device", "cpu"], "bf16"),
+        (["--val-fraction", "1.5"], "--val-fraction"),
+        (["--nesterov", "--optimizer", "adam"], "nesterov"),
+        (["--no-such-option"], "--no-such-option"),
+        (["--history", "/no/such/folder/h.json"], "/no/such/folder"),
+    ],
+)
+def test_bad_train_input_is_one_line_and_exit_2(capsys, tmp_path, argv, names):
+    code, out, err = run(capsys, "train", "--epochs", "1", *argv)
+    assert code == 2
+    assert names in _one_error_line(err)
+    assert out == ""
+
+
+def test_missing_data_set_names_folder_files_and_option(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"))
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(tmp_path / "none" / "cifar-10-batches-py") in line
+    assert "data_batch_1" in line and "--download" in line
+
+
+def test_bad_input_writes_nothing(capsys, tmp_path, bru_home):
+    history = tmp_path / "h.json"
+    code, _, _ = run(capsys, "train", "--lr", "0", "--history", str(history))
+    assert code == 2
+    assert not history.exists()
+    assert not bru_home.exists() or not any(bru_home.rglob("*"))
+
+
+def test_divergence_is_one_line_and_exit_1(capsys):
+    code, out, err = run(capsys, "train", "-a", "relu", "--lr", "10", "--epochs", "2", "--json")
+    assert code == 1 and out == ""
+    line = _one_error_line(err)
+    assert "training diverged" in line and "epoch 1, batch" in line and "--lr" in line
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_json_has_one_row_per_activation(capsys):
+    code, out, _ = run(capsys, "compare", "-a", "relu", "-a", "eru:2", "--epochs", "2", "--seeds", "2", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [row["activation"] for row in rows] == ["relu", "eru:2"]
+    assert all(len(row["test_error"]) == 2 and row["seeds"] == 2 for row in rows)
+
+
+def test_compare_table(capsys):
+    code, out, _ = run(capsys, "compare", "-a", "elu", "-a", "oru:3", "--epochs", "1", "--seeds", "2")
+    assert code == 0
+    assert "oru:3" in out and "±" in out and "same hyperparameters" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["-a", "eru", "-a", "eru:2"], "eru:2 given more than once"),
+        (["--seeds", "0"], "--seeds"),
+        (["-a", "nope"], "nope"),
+    ],
+)
+def test_bad_compare_input(capsys, argv, names):
+    code, out, err = run(capsys, "compare", "--epochs", "1", *argv)
+    assert code == 2 and names in _one_error_line(err) and out == ""
+
+
+# --------------------------------------------------------------------------- activations, models
+
+
+def test_activations_lists_the_registry(capsys):
+    code, out, _ = run(capsys, "activations")
+    assert code == 0
+    for name in ("relu", "selu", "eru:R", "oru:R", "6/(n_in (2r+1))", "LeCun", "Xavier"):
+        assert name in out
+
+
+def test_activations_plot_writes_a_picture(capsys, tmp_path):
+    import matplotlib.image
+
+    target = tmp_path / "act.png"
+    code, out, _ = run(capsys, "activations", "plot", "oru:3", "eru:2", "relu", "oru:3>2", "--out", str(target))
+    assert code == 0 and str(target) in out
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(target)
+    assert pixels.std() > 0.05  # not blank
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["foo"], "unknown activation 'foo'"),
+        (["relu", "--out", "x.bmp"], ".png"),
+        (["relu", "--out", "/no/such/dir/a.png"], "/no/such/dir"),
+        (["relu", "--z-min", "2", "--z-max", "1"], "z_min"),
+    ],
+)
+def test_bad_plot_input(capsys, tmp_path, monkeypatch, argv, names):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "activations", "plot", *argv)
+    assert code == 2 and names in _one_error_line(err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_models_table(capsys):
+    code, out, _ = run(capsys, "models", "--dataset", "mnist")
+    assert code == 0
+    assert "151,306" in out and "2,837,314" in out and "61,706" in out
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_activations_json(capsys):
+    code, out, _ = run(capsys, "bench", "activations", "--n", "20000", "--rounds", "2", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    keys = {"activation", "path", "device", "dtype", "n", "ms", "ratio_to_elu"}
+    assert all(keys <= set(row) for row in rows)
+    assert {(r["activation"], r["path"]) for r in rows} >= {("eru:2", "fast"), ("oru:3", "eager"), ("elu", "eager")}
+    elu = next(r for r in rows if r["activation"] == "elu")
+    assert elu["ratio_to_elu"] == 1.0
+
+
+def test_bench_epochs_json(capsys):
+    code, out, _ = run(capsys, "bench", "epochs", "--model", "mlp4", "--rounds", "1", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [r["activation"] for r in rows] == ["relu", "elu", "eru:2", "eru:3", "oru:2", "oru:3"]
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_models_json(capsys):
+    code, out, _ = run(capsys, "bench", "models", "--batches", "1", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert len(rows) == 16 and all(r["seconds_per_epoch"] > 0 for r in rows)
+
+
+# --------------------------------------------------------------------------- the installed command
+
+
+def test_console_script(tmp_path):
+    env = {**os.environ, "BRU_HOME": str(tmp_path)}
+    ok = subprocess.run([BIN / "bru", "train", "--epochs", "1", "--json"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.splitlines()[-1])["epochs"] == 1
+    bad = subprocess.run([BIN / "bru", "train", "--lr", "-1"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == "error: --lr: Input should be greater than 0"
+    module = subprocess.run([sys.executable, "-m", "bru_core", "--help"], capture_output=True, text=True, env=env)
+    assert module.returncode == 0 and "train" in module.stdout
