@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bru_core tests
 
 bench: $(STAMP)
+	$(BIN)/bru bench accuracy
 	$(BIN)/bru bench activations
 	$(BIN)/bru bench epochs
 	$(BIN)/bru bench models

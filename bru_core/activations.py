@@ -67,12 +67,14 @@ _LOG2_E = 1 / math.log(2)
 def _log2_u(a: Tensor, r: float) -> Tensor:
     """log2(r^2 a + 1) for a >= 0, without overflow and exactly 0 at a = 0.
 
-    u is evaluated scaled by a power of two, 2^-k u = a r^2 / 2^k + 2^-k with r^2 <= 2^k, so
-    it cannot overflow; the scaling is exact, log2(2^-k) = -k is exact, and so is adding k."""
+    u is evaluated scaled by a power of two, u / 2^k = a r^2 / 2^k + 2^-k with r^2 <= 2^k, so
+    it cannot overflow; the scaling is exact, log2(2^-k) = -k is exact, and so is adding k
+    back (which keeps the value at 0 and the slope r at 0 exact, unlike folding k into
+    the callers' constants)."""
     k = max(0, math.ceil(2 * math.log2(r)))
     scale = 2.0**-k
     log2_u = torch.log2(a * (r * r * scale) + scale)
-    return log2_u + k if k else log2_u
+    return log2_u.add_(k) if k else log2_u
 
 
 # Values: computed inside Function.forward (no autograd), so in-place ops are free to use.
@@ -83,9 +85,10 @@ def _eru_value(z: Tensor, r: float) -> Tensor:
         # The default radix, exact in binary: u^(1/2) = 2 sqrt(a + 1/4), w = u^(1/2) e.
         half_w = torch.relu(z).add_(0.25).sqrt_().mul_(z.clamp(max=0).mul_(2.0).exp_())
         return half_w.sub_(0.25).mul_(2.0)  # w - 1/2
-    # Any radix, in base-2 logs (log2/exp2 are the fastest transcendental kernels on the CPU).
-    log2_rw = _log2_u(torch.relu(z), r).mul_(1 / r).add_(z.clamp(max=0), alpha=r * _LOG2_E).add_(math.log2(r))
-    return log2_rw.exp2_().sub_(1.0).div_(r)  # w - 1/r = (r w - 1) / r
+    # Any radix, in base-2 logs (log2/exp2 are the fastest transcendental kernels on the
+    # CPU): w = u^(1/r) exp(r min(z, 0)) = 2^(log2(u) / r + r log2(e) min(z, 0)).
+    log2_w = _log2_u(torch.relu(z), r).mul_(1 / r).add_(z.clamp(max=0), alpha=r * _LOG2_E)
+    return log2_w.exp2_().sub_(1 / r)
 
 
 def _oru_value(z: Tensor, r: float) -> Tensor:
@@ -94,15 +97,17 @@ def _oru_value(z: Tensor, r: float) -> Tensor:
     return _log2_u(z.abs(), r).mul_(1 / r).exp2_().sub_(1.0).copysign_(z)  # exactly 0 at z = 0
 
 
-# Slopes: f'(z) = r w / u. Computed in backward from the saved input with out-of-place ops,
-# so that with create_graph=True autograd differentiates them again (exact second order).
+# Slopes: f'(z) = r w / u = r u^(1/r - 1) exp(r min(z, 0)), one exp2 for all of it.
+# Computed in backward from the saved input with out-of-place ops, so that with
+# create_graph=True autograd differentiates them again (exact second order).
 
 
 def _eru_slope(z: Tensor, r: float) -> Tensor:
-    exp_side = torch.exp(z.clamp(max=0) * r)  # exp(r min(z, 0)): 1 where z >= 0
     if r == 2:
-        return torch.rsqrt(torch.relu(z) + 0.25) * exp_side  # 2 w / (4a + 1) = e / sqrt(a + 1/4)
-    return torch.exp2(_log2_u(torch.relu(z), r) * (1 / r - 1) + math.log2(r)) * exp_side
+        # 2 w / (4a + 1) = exp(2 min(z, 0)) / sqrt(a + 1/4)
+        return torch.rsqrt(torch.relu(z) + 0.25) * torch.exp(z.clamp(max=0) * 2.0)
+    exponent = torch.add(_log2_u(torch.relu(z), r) * (1 / r - 1), z.clamp(max=0), alpha=r * _LOG2_E)
+    return torch.exp2(exponent + math.log2(r))
 
 
 def _oru_slope(z: Tensor, r: float) -> Tensor:

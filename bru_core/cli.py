@@ -388,6 +388,14 @@ def bench_activations_cmd(
     _bench_table(rows, f"activation forward + backward, {n:,} values", json_output)
 
 
+@bench_app.command("accuracy")
+def bench_accuracy_cmd(json_output: JsonOpt = False) -> None:
+    """Float32 ERU/ORU (fast path) against the float64 formula, in float32 epsilons."""
+    from bru_core.bench import as_dicts, bench_accuracy
+
+    _bench_table(as_dicts(bench_accuracy()), "fast path accuracy (max error, float32 eps)", json_output)
+
+
 @bench_app.command("epochs")
 def bench_epochs_cmd(
     model: ModelOpt = "mlp8",

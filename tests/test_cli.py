@@ -192,11 +192,21 @@ def test_bench_activations_json(capsys):
     assert elu["ratio_to_elu"] == 1.0
 
 
+def test_bench_accuracy_json(capsys):
+    code, out, _ = run(capsys, "bench", "accuracy", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert len(rows) == 24
+    assert all(r["nonfinite"] == 0 and r["value_error_eps"] < 64 and r["slope_error_eps"] < 64 for r in rows)
+
+
 def test_bench_epochs_json(capsys):
     code, out, _ = run(capsys, "bench", "epochs", "--model", "mlp4", "--rounds", "1", "--json")
     assert code == 0
     rows = json.loads(out.strip().splitlines()[-1])
-    assert [r["activation"] for r in rows] == ["relu", "elu", "eru:2", "eru:3", "oru:2", "oru:3"]
+    fast = [r["activation"] for r in rows if r["path"] == "fast"]
+    assert fast == ["relu", "elu", "eru:2", "eru:3", "oru:2", "oru:3"]
+    assert [r["activation"] for r in rows if r["path"] == "eager"] == ["eru:2", "eru:3", "oru:2", "oru:3"]
     assert all(r["seconds"] > 0 for r in rows)
 
 
