@@ -149,8 +149,6 @@ def oru(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
 
 
 class _RadixUnit(nn.Module):
-    family: str = ""
-
     def __init__(self, radix: float = DEFAULT_RADIX) -> None:
         super().__init__()
         self.radix = _check_radix(radix)
@@ -162,16 +160,12 @@ class _RadixUnit(nn.Module):
 class ERU(_RadixUnit):
     """Exponential root unit with radix r (r = 1 is ELU with alpha = 1)."""
 
-    family = "eru"
-
     def forward(self, z: Tensor) -> Tensor:
         return eru(z, self.radix)
 
 
 class ORU(_RadixUnit):
     """Odd root unit with radix r (r = 1 is the identity)."""
-
-    family = "oru"
 
     def forward(self, z: Tensor) -> Tensor:
         return oru(z, self.radix)
