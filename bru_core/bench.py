@@ -16,9 +16,10 @@ import torch
 from torch.nn import functional as F
 
 from bru_core.activations import ERU, ORU, eru, eru_reference, oru, oru_reference, parse_activation
+from bru_core.config import TrainConfig
 from bru_core.data import synthetic_data
 from bru_core.models import MODELS, parameter_count
-from bru_core.training import TrainConfig, Trainer, resolve_device
+from bru_core.training import Trainer, resolve_device
 
 
 def _cpu_name() -> str:
@@ -292,3 +293,112 @@ def bench_models(
 
 def as_dicts(rows: Iterable[object]) -> list[dict[str, object]]:
     return [asdict(row) for row in rows]  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+@dataclass
+class TrackingTiming:
+    store: str  # "sqlite" (embedded) or "server" (a local mlflow server over HTTP)
+    epochs: int
+    mode: str  # "one run" (its writes waited for) or "study of N runs" (one wait at the end)
+    runs: int
+    seconds_without: float
+    seconds_with: float
+    ratio: float
+
+
+def bench_tracking(
+    epochs: int = 10, rounds: int = 7, study_runs: int = 6, server: bool = False
+) -> list[TrackingTiming]:
+    """Wall time of digits/mlp4 training runs with MLflow logging (bru's Tracker: a run per
+    trial, parameters, per-epoch metrics, final metrics, status) over the same runs without."""
+    import tempfile
+    from pathlib import Path
+
+    from bru_core.data import load_data
+    from bru_core.settings import Settings
+    from bru_core.tracking import Tracker, start_server, stop_server, wait_healthy
+    from bru_core.training import train
+
+    warm_cpu_kernels()
+    folder = Path(tempfile.mkdtemp(prefix="bru-bench-tracking-"))
+    process = None
+    if server:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        process = start_server(
+            f"sqlite:///{folder / 'server.db'}",
+            (folder / "artifacts").as_uri(),
+            port=port,
+            log_file=folder / "server.log",
+        )
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        settings = Settings(home=folder, tracking_uri=f"http://127.0.0.1:{port}")
+    else:
+        settings = Settings(home=folder)
+    try:
+        data = load_data("digits", folder / "data")
+        config = TrainConfig(dataset="digits", model="mlp4", activation="relu", epochs=epochs, lr=0.02)
+        tracker = Tracker(settings)
+        experiment = tracker.experiment_id("bench")
+        parent = tracker.client.create_run(experiment, tags={"bru.role": "study"}).info.run_id
+
+        def tracked_run(number: int) -> None:
+            run = tracker.start_trial(
+                "bench", parent, "bench/digits/mlp4/relu", number, {"lr": config.lr, "activation": "relu"}, {}
+            )
+            history = train(config, on_epoch=lambda record: run.log_epoch(record), data=data, evaluate_test=False)
+            run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=epochs)
+            run.end("FINISHED", {"bru.state": "complete"})
+
+        counter = iter(range(10**9))
+
+        def plain_one() -> float:
+            started = time.perf_counter()
+            train(config, data=data, evaluate_test=False)
+            return time.perf_counter() - started
+
+        def tracked_one() -> float:
+            started = time.perf_counter()
+            tracked_run(next(counter))
+            tracker.flush()
+            return time.perf_counter() - started
+
+        def plain_study() -> float:
+            started = time.perf_counter()
+            for _ in range(study_runs):
+                train(config, data=data, evaluate_test=False)
+            return time.perf_counter() - started
+
+        def tracked_study() -> float:
+            started = time.perf_counter()
+            for _ in range(study_runs):
+                tracked_run(next(counter))
+            tracker.flush()
+            return time.perf_counter() - started
+
+        plain_one(), tracked_one()  # warm-up
+        one = _interleaved({"plain": plain_one, "tracked": tracked_one}, rounds)
+        study = _interleaved({"plain": plain_study, "tracked": tracked_study}, max(3, rounds // 2))
+        tracker.close()
+    finally:
+        if process is not None:
+            stop_server(process)
+    store = "server" if server else "sqlite"
+    return [
+        TrackingTiming(store, epochs, "one run", 1, one["plain"], one["tracked"], one["tracked"] / one["plain"]),
+        TrackingTiming(
+            store,
+            epochs,
+            f"study of {study_runs} runs",
+            study_runs,
+            study["plain"],
+            study["tracked"],
+            study["tracked"] / study["plain"],
+        ),
+    ]

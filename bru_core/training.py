@@ -13,96 +13,20 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from bru_core.activations import canonical_activation
-from bru_core.data import Data, Split, check_dataset, load_data
-from bru_core.errors import ConfigError, NonFiniteLossError, config_error
+from bru_core.config import TrainConfig
+from bru_core.data import Data, Split, load_data
+from bru_core.errors import ConfigError, NonFiniteLossError
 from bru_core.models import build_model, model_kind, parameter_count
 from bru_core.settings import get_settings
 
 EVAL_BATCH_SIZE = 1024
-
-
-class TrainConfig(BaseModel):
-    """Everything that defines one training run. Plain data: JSON in, JSON out."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: str = "digits"
-    model: str = "mlp4"
-    activation: str = "relu"
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.02, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)  # the paper uses no regularisation
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(10, ge=1)
-    schedule: Literal["none", "cosine", "step"] = "none"
-    step_epochs: int | None = Field(None, ge=1)  # step schedule: default epochs // 3
-    step_gamma: float = Field(0.1, gt=0, le=1)
-    seed: int = Field(0, ge=0)
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    split_seed: int = Field(0, ge=0)  # fixes the validation split, independent of seed
-    augment: bool | None = None  # None: on for CIFAR, off otherwise
-    test_every_epoch: bool = False  # learning curves on the test set (never used to choose)
-    data_dir: Path | None = None  # None: BRU_DATA_DIR or <BRU_HOME>/data
-    download: bool = False
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, value: str) -> str:
-        return canonical_activation(value)
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        try:
-            return check_dataset(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("dataset: ")) from None
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        try:
-            model_kind(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("model: ")) from None
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainConfig:
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
-        return self
-
-    @classmethod
-    def parse(cls, values: Mapping[str, Any] | TrainConfig) -> TrainConfig:
-        """Validate plain data; a bad field raises ConfigError naming it."""
-        if isinstance(values, TrainConfig):
-            return values
-        try:
-            return cls.model_validate(dict(values))
-        except ValidationError as exc:
-            raise config_error(exc) from None
 
 
 @dataclass
@@ -314,13 +238,18 @@ class Trainer:
             record.test_loss, record.test_error = self.evaluate(self.data.test)
         return record
 
-    def final_metrics(self) -> dict[str, float | None]:
-        """One clean pass over every split with the final weights."""
+    def final_metrics(self, include_test: bool = True) -> dict[str, float | None]:
+        """One clean pass over every split with the final weights (the test split only
+        when asked: a search must never see it)."""
         final: dict[str, float | None] = {}
-        for name, split in (("train", self.data.train), ("val", self.data.val), ("test", self.data.test)):
+        splits = [("train", self.data.train), ("val", self.data.val)]
+        if include_test:
+            splits.append(("test", self.data.test))
+        for name, split in splits:
             final[f"{name}_loss"], final[f"{name}_error"] = self.evaluate(split)
-        train_loss, test_loss = final["train_loss"], final["test_loss"]
-        final["error_quotient"] = test_loss / train_loss if train_loss else math.inf
+        if include_test:
+            train_loss, test_loss = final["train_loss"], final["test_loss"]
+            final["error_quotient"] = test_loss / train_loss if train_loss else math.inf
         return final
 
 
@@ -329,15 +258,19 @@ def train(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     data: Data | None = None,
+    evaluate_test: bool = True,
 ) -> History:
     """Train one model and return its history.
 
     ``on_epoch`` sees each EpochRecord as it is made (log it, or raise to prune);
     ``on_batch`` is for progress bars. ``data`` may be passed in to reuse loaded data.
+    ``evaluate_test=False`` (hyperparameter search) leaves the test split untouched.
     Raises NonFiniteLossError naming the first epoch and batch whose loss was not finite."""
     started = time.perf_counter()
     trainer = Trainer(config, data)
     config = trainer.config
+    if config.test_every_epoch and not evaluate_test:
+        raise ConfigError("test_every_epoch: cannot be combined with evaluate_test=False")
     history = History(
         config.model_dump(mode="json"), trainer.kind.objective, str(trainer.device), parameter_count(trainer.model)
     )
@@ -346,7 +279,7 @@ def train(
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)
-    history.final = trainer.final_metrics()
+    history.final = trainer.final_metrics(include_test=evaluate_test)
     history.seconds = time.perf_counter() - started
     history.model = trainer.model
     return history

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from bru_core.config import TrainConfig
 from bru_core.data import load_data, synthetic_data
 from bru_core.errors import ConfigError, NonFiniteLossError
-from bru_core.training import EpochRecord, TrainConfig, Trainer, train
+from bru_core.training import EpochRecord, Trainer, train
 
 
 @pytest.fixture(scope="module")
