@@ -1,13 +1,24 @@
-"""Where bru-lab keeps its files, from BRU_* environment variables.
+"""Where bru-lab keeps its state, from BRU_* environment variables.
 
-BRU_HOME (default ./.bru) holds everything of an embedded installation; BRU_DATA_DIR
-(default <home>/data) holds the data sets. Command-line options override both.
+| variable | default | what |
+| --- | --- | --- |
+| BRU_HOME | ./.bru | everything of an embedded installation |
+| BRU_DATA_DIR | <home>/data | data sets |
+| BRU_TRACKING_URI | sqlite:///<home>/mlflow.db | MLflow tracking (any MLflow URI, e.g. http://host:5000) |
+| BRU_OPTUNA_STORAGE | sqlite:///<home>/optuna.db | Optuna studies (any SQLAlchemy URL) |
+| BRU_RESULTS_URL | sqlite:///<home>/results.db | aggregated results (any SQLAlchemy URL) |
+| BRU_HEARTBEAT_SECONDS | 30 | how often a running trial proves it is alive |
+| BRU_HEARTBEAT_GRACE_SECONDS | 120 | after this long without a heartbeat a trial is failed and retried |
+
+Command-line options override them. A plain ``postgresql://`` URL means psycopg 3 (with
+SQLAlchemy 2.1), which bru-lab installs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,10 +27,43 @@ class Settings(BaseSettings):
 
     home: Path = Path(".bru")
     data_dir: Path | None = None
+    tracking_uri: str | None = None
+    optuna_storage: str | None = None
+    results_url: str | None = None
+    heartbeat_seconds: int = Field(30, ge=1)
+    heartbeat_grace_seconds: int = Field(120, ge=2)
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
 
     @property
     def data_path(self) -> Path:
-        return self.data_dir if self.data_dir is not None else self.home / "data"
+        return self.data_dir if self.data_dir is not None else self.home_path / "data"
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home_path / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts: under the home folder for a local store;
+        None for a tracking server, which decides (and proxies them)."""
+        if self.tracking.startswith(("http://", "https://", "databricks")):
+            return None
+        return (self.home_path / "mlartifacts").as_uri()
+
+    @property
+    def optuna(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.home_path / 'optuna.db'}"
+
+    @property
+    def results(self) -> str:
+        return self.results_url or f"sqlite:///{self.home_path / 'results.db'}"
+
+    def needs_home(self) -> bool:
+        """True when some state lives under the home folder (so it must exist)."""
+        return any(url.startswith("sqlite:///") for url in (self.tracking, self.optuna))
 
 
 def get_settings(**overrides: object) -> Settings:
