@@ -46,7 +46,7 @@ def _option_name(field: str) -> str:
 
 def _config(values: dict[str, Any]):
     """TrainConfig from CLI values; an error names the option the user typed."""
-    from bru_core.training import TrainConfig
+    from bru_core.config import TrainConfig
 
     try:
         return TrainConfig.parse(values)
@@ -290,6 +290,149 @@ def compare(
     )
 
 
+# --------------------------------------------------------------------------- campaigns
+
+SpecArg = Annotated[Path, typer.Argument(help="Campaign spec (YAML), e.g. configs/quick.yaml.")]
+HomeOpt = Annotated[Path | None, typer.Option(help="bru home folder (default: BRU_HOME or ./.bru).")]
+TrackingOpt = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (default: BRU_TRACKING_URI or sqlite under home).")
+]
+StorageOpt = Annotated[
+    str | None, typer.Option(help="Optuna storage URL (default: BRU_OPTUNA_STORAGE or sqlite under home).")
+]
+
+
+def _settings(
+    home: Path | None = None,
+    tracking_uri: str | None = None,
+    optuna_storage: str | None = None,
+    data_dir: Path | None = None,
+):
+    from bru_core.settings import get_settings
+
+    return get_settings(home=home, tracking_uri=tracking_uri, optuna_storage=optuna_storage, data_dir=data_dir)
+
+
+@app.command()
+def check(spec: SpecArg) -> None:
+    """Check a campaign spec and print its protocol, without running or writing anything."""
+    from bru_core.spec import load_spec
+
+    campaign = load_spec(spec)
+    for line in campaign.protocol():
+        out.print(line, highlight=False)
+    n = len(campaign.tasks) * len(campaign.activations)
+    out.print(
+        f"{n} studies, {n * campaign.search.trials} trials, {n * len(campaign.repeats.seeds)} repeat runs.",
+        highlight=False,
+    )
+
+
+@app.command()
+def search(
+    spec: SpecArg,
+    task: Annotated[str, typer.Option(help="Task as dataset/model, e.g. digits/mlp4.")],
+    activation: Annotated[str, typer.Option("--activation", "-a", help="One of the spec's activations.")],
+    repeats: Annotated[
+        bool, typer.Option("--repeats/--no-repeats", help="Train the best config on every repeat seed.")
+    ] = True,
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    optuna_storage: StorageOpt = None,
+    data_dir: DataDirOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Run one study (resuming it if it exists) and its repeats, without Prefect."""
+    import optuna
+
+    from bru_core.search import run_repeats, run_study
+    from bru_core.spec import load_spec
+    from bru_core.tracking import Tracker
+
+    campaign = load_spec(spec)
+    task_name = campaign.task(task).name
+    label = campaign.activation(activation)
+    settings = _settings(home, tracking_uri, optuna_storage, data_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget = campaign.search.trials
+    with Tracker(settings) as tracker, _progress() as progress:
+        tracker.check()
+        bar = progress.add_task(f"{task_name} {label}: trials", total=budget, status="")
+
+        def on_trial(outcome, state, best) -> None:
+            best_text = f"best {best:.4g}" if best is not None else "no complete trial yet"
+            progress.update(bar, completed=state.done, status=f"trial {outcome.number} {outcome.state}; {best_text}")
+
+        def on_wait(state) -> None:
+            progress.update(bar, completed=state.done, status=f"waiting for {state.active} running trial(s)")
+
+        result = run_study(
+            campaign, task_name, label, settings=settings, tracker=tracker, on_trial=on_trial, on_wait=on_wait
+        )
+        progress.update(bar, completed=result.done)
+        repeat_rows = []
+        if repeats:
+            seeds = progress.add_task(f"{task_name} {label}: seeds", total=len(campaign.repeats.seeds), status="")
+            repeat_rows = run_repeats(
+                campaign, task_name, label, settings=settings, tracker=tracker,
+                on_seed=lambda r: progress.update(seeds, advance=1, status=f"seed {r.seed} {'kept' if r.reused else 'done'}"),
+            )  # fmt: skip
+    if json_output:
+        from dataclasses import asdict
+
+        _print_json(
+            {
+                "study": {k: v for k, v in asdict(result).items() if k != "trials"},
+                "repeats": [asdict(r) for r in repeat_rows],
+            }
+        )
+        return
+    out.print(
+        f"study {result.study_name}: {result.done}/{result.budget} trials with an outcome "
+        f"({result.complete} complete, {result.pruned} pruned, {result.failed} failed; {result.lost} lost and retried); "
+        f"best {result.best_value} (trial {result.best_trial}) with {result.best_params}",
+        highlight=False,
+    )
+    if repeat_rows:
+        table = Table(title=f"repeats of the best configuration: {task_name} {label}")
+        for column in ("seed", "val error", "test error", "test loss", "train loss", "error quotient", ""):
+            table.add_column(column, justify="right")
+        for r in repeat_rows:
+            f = r.final
+            table.add_row(
+                str(r.seed), _pct(f.get("val_error")), _pct(f.get("test_error")), _num(f.get("test_loss")),
+                _num(f.get("train_loss")), _num(f.get("error_quotient"), 2), "kept" if r.reused else "new",
+            )  # fmt: skip
+        out.print(table)
+    out.print(f"MLflow: {settings.tracking} (bru ui to browse); Optuna: {settings.optuna}", highlight=False)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Open the MLflow UI on the embedded tracking store (Ctrl-C stops it)."""
+    settings = _settings(home, tracking_uri)
+    if settings.artifact_location is None:
+        raise ConfigError(f"--tracking-uri: {settings.tracking} is a tracking server already; open it in a browser")
+    database = Path(settings.tracking.removeprefix("sqlite:///"))
+    if settings.tracking.startswith("sqlite:///") and not database.exists():
+        raise ConfigError(f"--home: no MLflow store at {database} yet; run bru search (or bru campaign) first")
+    from bru_core.tracking import start_server, stop_server
+
+    err.print(f"MLflow UI on http://{host}:{port} (store {settings.tracking}); Ctrl-C stops it", highlight=False)
+    process = start_server(settings.tracking, settings.artifact_location, host, port)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(process)
+
+
 # --------------------------------------------------------------------------- activations
 
 
@@ -394,6 +537,24 @@ def bench_accuracy_cmd(json_output: JsonOpt = False) -> None:
     from bru_core.bench import as_dicts, bench_accuracy
 
     _bench_table(as_dicts(bench_accuracy()), "fast path accuracy (max error, float32 eps)", json_output)
+
+
+@bench_app.command("tracking")
+def bench_tracking_cmd(
+    server: Annotated[
+        bool, typer.Option(help="Log to a local mlflow server (started for the run) instead of SQLite.")
+    ] = False,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 7,
+    epochs: EpochsOpt = 10,
+    json_output: JsonOpt = False,
+) -> None:
+    """MLflow logging overhead on digits/mlp4 runs: wall time with over without."""
+    from bru_core.bench import as_dicts, bench_tracking
+
+    if rounds < 1 or epochs < 1:
+        raise ConfigError("--rounds and --epochs: must be at least 1")
+    rows = as_dicts(bench_tracking(epochs=epochs, rounds=rounds, server=server))
+    _bench_table(rows, f"tracking overhead (digits/mlp4, {epochs} epochs)", json_output)
 
 
 @bench_app.command("epochs")

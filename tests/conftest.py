@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["tests.servers"]  # real PostgreSQL and MLflow servers for integration tests
+
 
 @pytest.fixture(autouse=True)
 def bru_home(tmp_path, monkeypatch):

@@ -1,0 +1,521 @@
+"""One Optuna study per task x activation, with the same budget for every activation.
+
+``run_study`` resumes what is there (``load_if_exists``): completed trials are never
+repeated and the study ends with exactly ``search.trials`` trials that reached an outcome
+of their own: complete, pruned, or failed on their own account (a non-finite loss, stored
+as the user attribute ``failure``). A trial lost to infrastructure (its worker killed) is
+noticed by Optuna's heartbeat, failed, retried once, and does not count. Trials are
+admitted in trial-number order, so workers sharing a study on PostgreSQL cannot overshoot
+the budget either: a trial asked beyond it is closed at once as ``excess`` (not counted,
+not trained, no MLflow run).
+
+``run_repeats`` trains the study's best parameters once per repeat seed, with the
+training seed = the repeat seed, so every activation sees the same initialisation stream
+and batch order per seed (a paired design); finished seeds are not run again.
+
+These are plain functions (no Prefect): the flows and ``bru search`` call them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from bru_core.config import TrainConfig
+from bru_core.data import Data
+from bru_core.errors import BruError, NonFiniteLossError
+from bru_core.settings import Settings, get_settings
+from bru_core.spec import CampaignSpec, ParamSpec
+from bru_core.tracking import RunLogger, Tracker, run_slug
+from bru_core.training import History, prepare_data, resolve_device, train
+
+_INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if f.annotation in (int, int | None)}
+_RETRIES = 1
+
+
+class _Excess(Exception):
+    """A trial asked after the budget was already taken (by this or another worker)."""
+
+
+def objective_metric(objective: str) -> str:
+    return "val_loss" if objective == "reconstruction" else "val_error"
+
+
+# --------------------------------------------------------------------------- storage, study
+
+
+@contextmanager
+def _no_experimental_warnings() -> Iterator[None]:
+    """Heartbeats, their retry callback and metric names are marked experimental in Optuna;
+    they are its documented way to survive a killed worker, and bru pins Optuna's major
+    version, so the warnings are noise to our users."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def storage(settings: Settings) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats: a trial whose worker stops beating for
+    ``heartbeat_grace_seconds`` is failed and retried once."""
+    url = settings.optuna
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with _no_experimental_warnings():
+            return RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=settings.heartbeat_seconds,
+                grace_period=settings.heartbeat_grace_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES),
+            )
+    except Exception as exc:  # a bad URL, a server that is down, a missing driver
+        raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _sampler(spec: CampaignSpec) -> optuna.samplers.BaseSampler:
+    if spec.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.search.seed)
+    startup = spec.search.startup_trials
+    if startup is None:
+        startup = min(10, max(1, spec.search.trials // 2))
+    return optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
+
+
+def _pruner(spec: CampaignSpec) -> optuna.pruners.BasePruner:
+    if spec.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, spec.search.trials), n_warmup_steps=1)
+    if spec.search.pruner == "hyperband":
+        epochs = max(t.epochs for t in spec.tasks)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: CampaignSpec, task: str, activation: str, settings: Settings) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=spec.study_name(task, activation),
+        storage=storage(settings),
+        sampler=_sampler(spec),
+        pruner=_pruner(spec),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    with _no_experimental_warnings():
+        study.set_metric_names([objective_metric(_objective_kind(spec, task))])
+    return study
+
+
+def _objective_kind(spec: CampaignSpec, task: str) -> str:
+    from bru_core.models import model_kind
+
+    return model_kind(spec.task(task).model).objective
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def counts_towards_budget(trial: FrozenTrial) -> bool:
+    """An outcome of the trial's own: complete, pruned, or failed on its own account."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "failure" in trial.user_attrs
+
+
+def _holds_a_place(trial: FrozenTrial) -> bool:
+    """Counts now or may count later (running, or queued for a retry)."""
+    if trial.user_attrs.get("excess"):
+        return False
+    return counts_towards_budget(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass
+class BudgetState:
+    budget: int
+    done: int  # trials with an outcome of their own
+    active: int  # running or waiting (a retry)
+    lost: int  # failed to infrastructure (retried or not)
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.budget
+
+
+def budget_state(study: optuna.Study, budget: int) -> BudgetState:
+    trials = study.get_trials(deepcopy=False)
+    done = sum(counts_towards_budget(t) for t in trials)
+    active = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    lost = sum(
+        t.state == TrialState.FAIL and not counts_towards_budget(t) and not t.user_attrs.get("excess") for t in trials
+    )
+    return BudgetState(budget, done, active, lost)
+
+
+def _admitted(study: optuna.Study, number: int, budget: int) -> bool:
+    ahead = sum(_holds_a_place(t) for t in study.get_trials(deepcopy=False) if t.number < number)
+    return ahead < budget
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, p in space.items():
+        if p.choices is not None:
+            params[name] = trial.suggest_categorical(name, p.choices)
+        elif name in _INT_FIELDS:
+            params[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    task: str
+    activation: str
+    budget: int
+    done: int
+    complete: int
+    pruned: int
+    failed: int
+    lost: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    best_trial: int | None
+    mlflow_run_id: str
+    trials: list[TrialOutcome] = field(default_factory=list)
+
+
+def _reconcile(tracker: Tracker, spec: CampaignSpec, study: optuna.Study) -> None:
+    """Close MLflow trial runs left RUNNING by a worker that died: mirror Optuna's state."""
+    states = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for number, run in tracker.trial_runs(spec.name, study.study_name).items():
+        trial = states.get(number)
+        if run.info.status != "RUNNING" or trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        logger = RunLogger(tracker, run.info.run_id)
+        if trial.state == TrialState.COMPLETE:
+            logger.end("FINISHED")
+        elif trial.state == TrialState.PRUNED:
+            logger.end("FINISHED", {"bru.state": "pruned"})
+        else:
+            logger.end(
+                "FAILED", {"bru.failure": trial.user_attrs.get("failure", "worker lost (heartbeat stopped); retried")}
+            )
+
+
+def _summary(study: optuna.Study, budget: int) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    state = budget_state(study, budget)
+    return {
+        "budget": budget,
+        "done": state.done,
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL and counts_towards_budget(t) for t in trials),
+        "lost": state.lost,
+    }
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+TrialCallback = Callable[[TrialOutcome, BudgetState, float | None], None]
+
+
+def run_study(
+    spec: CampaignSpec,
+    task: str,
+    activation: str,
+    *,
+    settings: Settings | None = None,
+    tracker: Tracker | None = None,
+    data: Data | None = None,
+    on_trial: TrialCallback | None = None,
+    on_wait: Callable[[BudgetState], None] | None = None,
+) -> StudyResult:
+    """Run (or resume) the study of one task x activation until its budget is reached."""
+    settings = settings or get_settings()
+    activation = spec.activation(activation)
+    task_spec = spec.task(task)
+    budget = spec.search.trials
+    space = spec.space_for(activation)
+    own_tracker = tracker is None
+    tracker = tracker or Tracker(settings)
+    try:
+        probe = spec.train_config(task, activation, {}, seed=spec.search.seed)
+        if data is None:
+            data = prepare_data(probe, resolve_device(probe.device))
+        study = open_study(spec, task, activation, settings)
+        parent = tracker.study_run(spec.name, task, activation, study.study_name)
+        _reconcile(tracker, spec, study)
+        metric = objective_metric(_objective_kind(spec, task))
+        outcomes: list[TrialOutcome] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            if not _admitted(study, trial.number, budget):
+                trial.set_user_attr("excess", True)
+                raise _Excess(f"trial {trial.number} is beyond the budget of {budget}")
+            params = suggest(trial, space)
+            config = spec.train_config(task, activation, params, seed=spec.search.seed)
+            with _no_experimental_warnings():
+                retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(
+                    study._storage.get_trial(trial._trial_id)
+                )
+            tags = {"bru.campaign": spec.name, "bru.task": task, "bru.activation": activation}
+            if retried is not None:
+                tags["bru.retry_of"] = retried
+            run = tracker.start_trial(
+                spec.name, parent, study.study_name, trial.number, {**params, "activation": config.activation}, tags
+            )
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+
+            def on_epoch(record) -> None:
+                run.log_epoch(record, lr=config.schedule != "none")
+                trial.report(getattr(record, metric), record.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
+
+            try:
+                history = train(config, on_epoch=on_epoch, data=data, evaluate_test=False)
+            except optuna.TrialPruned:
+                run.end("FINISHED", {"bru.state": "pruned"})
+                raise
+            except NonFiniteLossError as exc:
+                trial.set_user_attr("failure", str(exc))
+                run.end("FAILED", {"bru.failure": str(exc)})
+                raise
+            except BaseException as exc:
+                run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
+                raise
+            value = history.final[metric]
+            for key in ("train_loss", "val_loss", "val_error"):
+                if history.final.get(key) is not None:
+                    trial.set_user_attr(key, history.final[key])
+            run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=config.epochs)
+            run.end("FINISHED", {"bru.state": "complete"})
+            assert value is not None
+            return value
+
+        while True:
+            state = budget_state(study, budget)
+            if state.complete:
+                break
+            waiting_retry = any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+            if state.done + state.active >= budget and not waiting_retry:
+                # The rest of the budget is running elsewhere, or lost with a worker that has
+                # not missed its heartbeat grace yet: wait, and fail it when it goes stale.
+                if on_wait is not None:
+                    on_wait(state)
+                time.sleep(min(settings.heartbeat_seconds, 2.0))
+                fail_stale_trials(study)
+                continue
+            started = time.perf_counter()
+            with _quiet_optuna():
+                study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, _Excess), gc_after_trial=False)
+            last = study.get_trials(deepcopy=False)[-1]
+            if last.user_attrs.get("excess"):
+                continue
+            outcome = TrialOutcome(
+                last.number, last.state.name.lower(), last.value, dict(last.params), time.perf_counter() - started
+            )
+            outcomes.append(outcome)
+            if on_trial is not None:
+                best = _best(study)
+                on_trial(outcome, budget_state(study, budget), best.value if best else None)
+
+        _reconcile(tracker, spec, study)  # trials failed by heartbeat while we ran
+        best = _best(study)
+        summary = _summary(study, budget)
+        tracker.finish_study(parent, best.params if best else None, best.value if best else None, summary)
+        tracker.flush()
+        return StudyResult(
+            study.study_name,
+            task_spec.name,
+            activation,
+            mlflow_run_id=parent,
+            best_value=best.value if best else None,
+            best_params=dict(best.params) if best else None,
+            best_trial=best.number if best else None,
+            trials=outcomes,
+            **summary,
+        )
+    finally:
+        if own_tracker:
+            tracker.close()
+
+
+class _quiet_optuna:
+    """Optuna logs every trial at INFO and every caught failure with a traceback at
+    WARNING; bru reports trials itself."""
+
+    def __enter__(self) -> None:
+        self._level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        optuna.logging.set_verbosity(self._level)
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+@dataclass
+class RepeatResult:
+    seed: int
+    mlflow_run_id: str
+    final: dict[str, float | None]
+    reused: bool  # finished before: not trained again
+
+
+def _data_source(config: TrainConfig, settings: Settings) -> str:
+    if config.dataset == "digits":
+        import sklearn.datasets
+
+        return str(Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz")
+    return str((config.data_dir or settings.data_path).resolve())
+
+
+RepeatCallback = Callable[[RepeatResult], None]
+
+
+def run_repeats(
+    spec: CampaignSpec,
+    task: str,
+    activation: str,
+    *,
+    settings: Settings | None = None,
+    tracker: Tracker | None = None,
+    data: Data | None = None,
+    on_seed: RepeatCallback | None = None,
+    on_epoch: Callable[[int, Any], None] | None = None,
+) -> list[RepeatResult]:
+    """Train the study's best parameters on every repeat seed (finished seeds are kept),
+    log each seed's run with its model, and register the best seed's model."""
+    settings = settings or get_settings()
+    activation = spec.activation(activation)
+    own_tracker = tracker is None
+    tracker = tracker or Tracker(settings)
+    try:
+        study = open_study(spec, task, activation, settings)
+        best = _best(study)
+        if best is None:
+            raise BruError(f"study {study.study_name} has no completed trial yet: run the search before the repeats")
+        params = dict(best.params)
+        finished = tracker.repeat_runs(spec.name, study.study_name)
+        results: list[RepeatResult] = []
+        for seed in spec.repeats.seeds:
+            if seed in finished:
+                run = finished[seed]
+                final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
+                result = RepeatResult(seed, run.info.run_id, final, reused=True)
+            else:
+                config = spec.train_config(task, activation, params, seed=seed).model_copy(
+                    update={"test_every_epoch": True}
+                )
+                if data is None:
+                    data = prepare_data(config, resolve_device(config.device))
+                result = _repeat_one(
+                    spec,
+                    task,
+                    activation,
+                    study.study_name,
+                    config,
+                    params,
+                    best.number,
+                    data,
+                    tracker,
+                    settings,
+                    on_epoch,
+                )
+            results.append(result)
+            if on_seed is not None:
+                on_seed(result)
+        _register_best(spec, task, activation, results, tracker)
+        tracker.flush()
+        return results
+    finally:
+        if own_tracker:
+            tracker.close()
+
+
+def _repeat_one(
+    spec, task, activation, study_name, config, params, best_trial, data, tracker, settings, on_epoch
+) -> RepeatResult:
+    run = tracker.start_repeat(
+        spec.name,
+        task,
+        activation,
+        study_name,
+        config.seed,
+        {**params, "activation": config.activation, "epochs": config.epochs, "seed": config.seed},
+    )
+    run.set_tags({"bru.best_trial": best_trial})
+
+    def log_epoch(record) -> None:
+        run.log_epoch(record, lr=config.schedule != "none")
+        if on_epoch is not None:
+            on_epoch(config.seed, record)
+
+    try:
+        history: History = train(config, on_epoch=log_epoch, data=data)
+    except NonFiniteLossError as exc:
+        run.end("FAILED", {"bru.failure": str(exc)})
+        raise
+    except BaseException as exc:
+        run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
+        raise
+    run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=config.epochs)
+    run.log_metrics({"seconds": history.seconds, "n_parameters": history.n_parameters})
+    run.flush()
+    tracker.flush()
+    example = data.normalise(data.test.images[:2]).cpu().numpy()
+    tracker.log_dataset(run.run_id, data, _data_source(config, settings))
+    tracker.log_environment(run.run_id, history.device)
+    model_uri = tracker.log_model(run.run_id, history.model, example)
+    run.end("FINISHED", {"bru.model_uri": model_uri})
+    return RepeatResult(config.seed, run.run_id, dict(history.final), reused=False)
+
+
+def _register_best(
+    spec: CampaignSpec, task: str, activation: str, results: list[RepeatResult], tracker: Tracker
+) -> None:
+    """Register the model of the seed with the best validation metric (never the test set)."""
+    metric = objective_metric(_objective_kind(spec, task))
+
+    def key(r: RepeatResult) -> tuple[float, float, int]:
+        value = r.final.get(metric)
+        loss = r.final.get("val_loss")
+        return (value if value is not None else math.inf, loss if loss is not None else math.inf, r.seed)
+
+    best = min(results, key=key)
+    run = tracker.client.get_run(best.mlflow_run_id)
+    model_uri = run.data.tags.get("bru.model_uri")
+    if model_uri:
+        tracker.register(run_slug(spec.name, task, activation), model_uri, best.mlflow_run_id)

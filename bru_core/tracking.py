@@ -1,0 +1,530 @@
+"""Every trial and every seed in MLflow, as a run tree that can be found again by tags.
+
+One experiment per campaign. In it:
+
+* a parent run per study (tags ``role=study``, campaign, task, activation, study): best
+  parameters and best value when the study is done;
+* a nested child run per trial (``role=trial``, ``trial_number``): parameters, per-epoch
+  metrics with step = epoch; status mirrors Optuna (complete -> FINISHED, pruned ->
+  FINISHED with ``state=pruned``, fail -> FAILED with ``failure``);
+* a run per repeat seed (``role=repeat``, ``seed``): per-epoch train/validation/test
+  metrics, final metrics, the model (with signature, input example and bru_core's source),
+  the data set with its digest, and an environment record; the best seed's model is
+  registered.
+
+MLflow is called directly (optuna-integration's callback is deprecated and makes flat
+runs). Metrics are buffered per run and written in batches by one background thread, at
+most every ``FLUSH_SECONDS`` and when the run ends, so training does not wait for the
+tracking store; ``Tracker.flush()`` waits for everything written so far and re-raises
+the first error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before mlflow is imported: no run links printed to stdout (they would corrupt --json
+# output) and no telemetry (it costs CPU on every call, and most of our machines are offline).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunTag
+
+import bru_core
+from bru_core.errors import BruError
+from bru_core.settings import Settings
+
+FLUSH_SECONDS = 5.0
+_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
+ROLE = "bru.role"
+
+
+class TrackingError(BruError):
+    """The tracking store cannot be reached or refused a write."""
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_slug(*parts: str) -> str:
+    """A registered-model name from names with '/', ':' and '>' in them."""
+    text = "-".join(parts)
+    for old, new in (("/", "-"), (":", ""), (">", "to"), (" ", "")):
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass
+class _Buffer:
+    metrics: list[Metric]
+    params: list[Param]
+    tags: list[RunTag]
+
+    def take(self) -> tuple[list[Metric], list[Param], list[RunTag]]:
+        taken = (self.metrics, self.params, self.tags)
+        self.metrics, self.params, self.tags = [], [], []
+        return taken
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics or self.params or self.tags)
+
+
+class RunLogger:
+    """One MLflow run being written: buffered metrics, flushed in the background."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker, self.run_id = tracker, run_id
+        self._buffer = _Buffer([], [], [])
+        self._last_flush = time.monotonic()
+        self.ended = False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._buffer.params += [Param(k, str(v)) for k, v in params.items()]
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._buffer.tags += [RunTag(k, str(v)) for k, v in tags.items()]
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        stamp = _now_ms()
+        self._buffer.metrics += [Metric(k, float(v), stamp, step) for k, v in metrics.items() if v is not None]
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def log_epoch(self, record: Any, lr: bool = False) -> None:
+        """An EpochRecord as metrics at step = epoch (None values, such as the test metrics
+        of a search trial, are left out; the learning rate only when asked, i.e. when a
+        schedule changes it: every metric row costs the store CPU time)."""
+        metrics = {
+            "train_loss": record.train_loss,
+            "train_error": record.train_error,
+            "val_loss": record.val_loss,
+            "val_error": record.val_error,
+            "test_loss": record.test_loss,
+            "test_error": record.test_error,
+            "epoch_seconds": record.seconds,
+        }
+        if lr:
+            metrics["lr"] = record.lr
+        self.log_metrics(metrics, step=record.epoch)
+
+    def flush(self) -> None:
+        if self._buffer:
+            metrics, params, tags = self._buffer.take()
+            self.tracker._submit(self.tracker._write_batch, self.run_id, metrics, params, tags)
+        self._last_flush = time.monotonic()
+
+    def end(self, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
+        """Write what is buffered, then mark the run FINISHED or FAILED (in the background)."""
+        if self.ended:
+            return
+        if tags:
+            self.set_tags(tags)
+        self.flush()
+        self.tracker._submit(self.tracker.client.set_terminated, self.run_id, status)
+        self.ended = True
+
+
+class Tracker:
+    """The MLflow side of a campaign: find-or-create runs by tags, write them in batches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.uri = settings.tracking
+        self.artifact_location = settings.artifact_location
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bru-mlflow")  # keeps writes in order
+        self._pending: list[Future] = []
+        self._lock = threading.Lock()
+        self._experiments: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _submit(self, fn, *args) -> None:
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+            self._pending.append(self._pool.submit(fn, *args))
+
+    def _write_batch(self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> None:
+        for i in range(0, max(len(metrics), 1), _BATCH):
+            first = i == 0
+            self.client.log_batch(
+                run_id,
+                metrics=metrics[i : i + _BATCH],
+                params=params[:100] if first else (),
+                tags=tags[:100] if first else (),
+            )
+        for i in range(100, max(len(params), len(tags)), 100):
+            self.client.log_batch(run_id, params=params[i : i + 100], tags=tags[i : i + 100])
+
+    def flush(self) -> None:
+        """Wait for every write so far; re-raise the first one that failed."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending if f.exception() is not None]
+        if errors:
+            raise TrackingError(f"MLflow at {self.uri} refused a write: {errors[0]}") from errors[0]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check(self) -> None:
+        """Fail early, with one line, when the tracking store cannot be reached."""
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(
+                f"MLflow tracking at {self.uri} cannot be reached: {str(exc).splitlines()[0][:200]}"
+            ) from None
+
+    # ------------------------------------------------------------------ finding runs
+
+    def experiment_id(self, campaign: str) -> str:
+        if campaign in self._experiments:
+            return self._experiments[campaign]
+        experiment = self.client.get_experiment_by_name(campaign)
+        if experiment is None:
+            try:
+                experiment_id = self.client.create_experiment(
+                    campaign, artifact_location=self.artifact_location, tags={"bru.campaign": campaign}
+                )
+            except mlflow.exceptions.MlflowException:
+                experiment = self.client.get_experiment_by_name(campaign)  # created meanwhile by another worker
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+        self._experiments[campaign] = experiment_id
+        return experiment_id
+
+    def find_runs(self, experiment_id: str, tags: Mapping[str, Any], status: str | None = None) -> list[Run]:
+        """Runs whose tags all match, oldest first."""
+        clauses = [f"tags.`{k}` = {_quote(v)}" for k, v in tags.items()]
+        if status is not None:
+            clauses.append(f"attributes.status = {_quote(status)}")
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                " and ".join(clauses),
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def study_run(self, campaign: str, task: str, activation: str, study_name: str) -> str:
+        """The parent run of a study: found again by its tags, or created."""
+        experiment_id = self.experiment_id(campaign)
+        tags = {ROLE: "study", "bru.study": study_name}
+        found = self.find_runs(experiment_id, tags)
+        if found:
+            run = found[0]
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+        all_tags = {**tags, "bru.campaign": campaign, "bru.task": task, "bru.activation": activation}
+        return self.client.create_run(experiment_id, tags=all_tags, run_name=f"{task} {activation}").info.run_id
+
+    def start_trial(
+        self,
+        campaign: str,
+        parent_run_id: str,
+        study_name: str,
+        number: int,
+        params: Mapping[str, Any],
+        extra_tags: Mapping[str, Any],
+    ) -> RunLogger:
+        """A child run for one Optuna trial (trial numbers are unique in a study)."""
+        tags = {
+            ROLE: "trial",
+            "bru.study": study_name,
+            "bru.trial_number": number,
+            "mlflow.parentRunId": parent_run_id,
+            **extra_tags,
+        }
+        run = self.client.create_run(
+            self.experiment_id(campaign), tags={k: str(v) for k, v in tags.items()}, run_name=f"trial {number}"
+        )
+        logger = RunLogger(self, run.info.run_id)
+        logger.log_params(params)
+        return logger
+
+    def trial_runs(self, campaign: str, study_name: str) -> dict[int, Run]:
+        """The trial runs of a study by trial number."""
+        runs = self.find_runs(self.experiment_id(campaign), {ROLE: "trial", "bru.study": study_name})
+        return {int(r.data.tags["bru.trial_number"]): r for r in runs}
+
+    def finish_study(
+        self, run_id: str, best_params: Mapping[str, Any] | None, best_value: float | None, summary: Mapping[str, Any]
+    ) -> None:
+        logger = RunLogger(self, run_id)
+        if best_params is not None:
+            logger.log_params({f"best_{k}": v for k, v in best_params.items()})
+        if best_value is not None:
+            logger.log_metrics({"best_value": best_value})
+        logger.end("FINISHED", {f"bru.{k}": v for k, v in summary.items()})
+
+    # ------------------------------------------------------------------ repeats
+
+    def repeat_runs(self, campaign: str, study_name: str) -> dict[int, Run]:
+        """The finished repeat run of each seed of a study."""
+        runs = self.find_runs(
+            self.experiment_id(campaign), {ROLE: "repeat", "bru.study": study_name}, status="FINISHED"
+        )
+        return {int(r.data.tags["bru.seed"]): r for r in runs}
+
+    def start_repeat(
+        self, campaign: str, task: str, activation: str, study_name: str, seed: int, params: Mapping[str, Any]
+    ) -> RunLogger:
+        """A run for one repeat seed; an earlier unfinished attempt is marked FAILED first."""
+        experiment_id = self.experiment_id(campaign)
+        tags = {ROLE: "repeat", "bru.study": study_name, "bru.seed": str(seed)}
+        for stale in self.find_runs(experiment_id, tags, status="RUNNING"):
+            self.client.set_tag(stale.info.run_id, "bru.failure", "interrupted; superseded by a new attempt")
+            self.client.set_terminated(stale.info.run_id, "FAILED")
+        all_tags = {**tags, "bru.campaign": campaign, "bru.task": task, "bru.activation": activation}
+        run = self.client.create_run(experiment_id, tags=all_tags, run_name=f"{task} {activation} seed {seed}")
+        logger = RunLogger(self, run.info.run_id)
+        logger.log_params(params)
+        return logger
+
+    def log_environment(self, run_id: str, device: str) -> None:
+        record = environment(device)
+        self.client.log_dict(run_id, record, "environment.json")
+        tags = {"bru.version": record["bru_lab"], "bru.device": device}
+        if record.get("git_commit"):
+            tags["mlflow.source.git.commit"] = record["git_commit"]
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def log_dataset(self, run_id: str, data: Any, source: str) -> str:
+        """The training split as an MLflow dataset input, named and digested."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        digest = data_digest(data)
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both local files
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(
+                data.train.images.cpu().numpy(),
+                targets=data.train.labels.cpu().numpy(),
+                source=source,
+                name=f"{data.info.name}-train",
+                digest=digest,
+            )
+        context = InputTag(key="mlflow.data.context", value="training")
+        self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+        return digest
+
+    def log_model(self, run_id: str, model: Any, example: Any) -> str:
+        """The trained model with its signature, an input example and bru_core's source
+        (so it loads without bru-lab installed); returns its model URI."""
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.to("cpu").eval()
+        example = np.ascontiguousarray(example.astype(np.float32))
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        mlflow.set_tracking_uri(self.uri)
+        with _quiet_mlflow(), mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                code_paths=[str(Path(bru_core.__file__).parent)],
+            )
+        return info.model_uri
+
+    def register(self, name: str, model_uri: str, run_id: str) -> int:
+        """Register a model once: a version from the same run is reused."""
+        try:
+            versions = self.client.search_model_versions(f"name = {_quote(name)}")
+        except mlflow.exceptions.MlflowException:
+            versions = []
+        for version in versions:
+            if version.run_id == run_id:
+                return int(version.version)
+        try:
+            self.client.create_registered_model(name, tags={"bru.registered_by": "bru-lab"})
+        except mlflow.exceptions.MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        version = self.client.create_model_version(
+            name, model_uri, run_id=run_id, model_id=model_id, tags={"bru.run_id": run_id}
+        )
+        return int(version.version)
+
+
+def start_server(
+    backend_uri: str, artifact_root: str, host: str = "127.0.0.1", port: int = 5000, log_file: Path | None = None
+):
+    """``mlflow server`` as a child process (one worker, no job runner: 2-core friendly).
+    Returns the Popen; the caller stops it (``stop_server``)."""
+    import shutil
+    import sys
+
+    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if mlflow_bin is None:
+        raise BruError("mlflow: the mlflow command is not installed in this environment")
+    command = [
+        mlflow_bin, "server", "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root,
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    output = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT if output else None
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
+    """Poll ``url``/health until it answers OK (MLflow takes 5-20 s to start)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise TrackingError(f"mlflow server exited with code {process.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise TrackingError(f"mlflow server at {url} not healthy after {timeout:.0f} s")
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class _quiet_mlflow:
+    """MLflow's INFO chatter (created version N...) is not for our users' terminals."""
+
+    def __enter__(self) -> None:
+        self._logger = logging.getLogger("mlflow")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.setLevel(self._level)
+
+
+_DIGESTS: dict[int, str] = {}
+
+
+def data_digest(data: Any) -> str:
+    """A short sha256 of every split's images and labels (cached per Data object)."""
+    key = id(data)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for split in (data.train, data.val, data.test):
+            h.update(split.images.cpu().numpy().tobytes())
+            h.update(split.labels.cpu().numpy().tobytes())
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit of the bru-lab checkout, with '-dirty' for local changes; None outside git."""
+    folder = path or Path(bru_core.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions, machine and commit behind a run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    packages = {}
+    for name in ("bru-lab", "torch", "torchvision", "numpy", "optuna", "mlflow", "scikit-learn"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "bru_lab": packages.pop("bru-lab") or bru_core.__version__,
+        "packages": packages,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "hostname": platform.node(),
+        "pid": os.getpid(),
+    }
+
+
+def params_of(config: Any, keys: Iterable[str]) -> dict[str, Any]:
+    values = config.model_dump(mode="json")
+    return {k: values[k] for k in keys}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

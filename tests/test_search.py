@@ -1,0 +1,408 @@
+"""Search and tracking against real stores: the embedded SQLite ones, a real `mlflow server`,
+and Optuna on a real PostgreSQL. Checks the run tree, statuses, budgets and idempotence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from bru_core import search as search_module
+from bru_core.cli import main
+from bru_core.data import load_data
+from bru_core.search import budget_state, counts_towards_budget, open_study, run_repeats, run_study
+from bru_core.settings import get_settings
+from bru_core.spec import parse_spec
+from bru_core.tracking import ROLE
+
+BIN = Path(sys.executable).parent
+
+
+def _spec(**changes):
+    base = {
+        "name": "t",
+        "tasks": [{"dataset": "digits", "model": "mlp4", "epochs": 2}],
+        "activations": ["relu", "eru:2"],
+        "search": {
+            "trials": 3,
+            "sampler": "random",
+            "seed": 0,
+            "pruner": "none",
+            "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "batch_size": {"choices": [64, 128]}},
+        },
+        "repeats": {"seeds": [0, 1]},
+    }
+    for key, value in changes.items():
+        if key == "search":
+            base["search"] = {**base["search"], **value}
+        else:
+            base[key] = value
+    return parse_spec(base)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_data("digits", tmp_path_factory.mktemp("data"))
+
+
+def _runs(settings, campaign, role):
+    client = MlflowClient(settings.tracking)
+    experiment = client.get_experiment_by_name(campaign)
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000)
+
+
+def _trials(settings, spec, task, activation):
+    return open_study(spec, task, activation, settings).get_trials(deepcopy=False)
+
+
+# --------------------------------------------------------------------------- the run tree
+
+
+def test_study_fills_mlflow_with_the_run_tree(bru_home, digits):
+    spec = _spec()
+    settings = get_settings()
+    result = run_study(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    assert result.done == 3 and result.complete == 3 and result.best_value is not None
+    client = MlflowClient(settings.tracking)
+    experiment = client.get_experiment_by_name("t")
+    assert experiment.artifact_location == (bru_home.resolve() / "mlartifacts").as_uri()
+    (study_run,) = _runs(settings, "t", "study")
+    tags = study_run.data.tags
+    assert tags["bru.campaign"] == "t" and tags["bru.task"] == "digits/mlp4" and tags["bru.activation"] == "eru:2"
+    assert study_run.info.status == "FINISHED"
+    assert study_run.data.metrics["best_value"] == pytest.approx(result.best_value)
+    assert {f"best_{k}" for k in result.best_params} <= set(study_run.data.params)
+    trials = _runs(settings, "t", "trial")
+    assert len(trials) == 3
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["bru.state"] == "complete"
+        assert {"lr", "batch_size", "activation"} <= set(run.data.params)
+        history = client.get_metric_history(run.info.run_id, "val_error")
+        assert [m.step for m in history] == [1, 2]
+        assert "final_val_error" in run.data.metrics
+        assert not any(
+            k.startswith(("test", "final_test")) for k in run.data.metrics
+        )  # the search never sees the test set
+    optuna_trials = _trials(settings, spec, "digits/mlp4", "eru:2")
+    assert {t.user_attrs["mlflow_run_id"] for t in optuna_trials} == {r.info.run_id for r in trials}
+
+
+def test_rerunning_a_finished_study_adds_nothing(digits):
+    spec = _spec()
+    settings = get_settings()
+    run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    before = len(_runs(settings, "t", "trial"))
+    again = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    assert again.trials == [] and again.done == 3
+    assert len(_runs(settings, "t", "trial")) == before == 3
+    assert len(_runs(settings, "t", "study")) == 1
+    assert len(_trials(settings, spec, "digits/mlp4", "relu")) == 3
+
+
+def test_interrupted_study_resumes_to_exactly_the_budget(monkeypatch, digits):
+    spec = _spec(search={"trials": 4})
+    settings = get_settings()
+    real_train = search_module.train
+    calls = {"n": 0}
+
+    def interrupted_third_trial(config, on_epoch=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+
+            def stop(record):
+                raise KeyboardInterrupt  # Ctrl-C in the middle of a trial
+
+            return real_train(config, on_epoch=stop, **kwargs)
+        return real_train(config, on_epoch=on_epoch, **kwargs)
+
+    monkeypatch.setattr(search_module, "train", interrupted_third_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    monkeypatch.setattr(search_module, "train", real_train)
+    result = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    trials = _trials(settings, spec, "digits/mlp4", "relu")
+    assert sum(counts_towards_budget(t) for t in trials) == 4 == result.done
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1  # the interrupted one, not counted
+    runs = _runs(settings, "t", "trial")
+    numbers = [r.data.tags["bru.trial_number"] for r in runs]
+    assert len(numbers) == len(set(numbers)) == 5  # one run per trial, no duplicates
+    interrupted = next(r for r in runs if r.info.status == "FAILED")
+    assert "interrupted" in interrupted.data.tags["bru.failure"]
+    assert len(_runs(settings, "t", "study")) == 1
+
+
+def test_non_finite_loss_fails_the_trial_and_the_study_goes_on(digits):
+    spec = _spec(search={"trials": 4, "space": {"lr": {"choices": [10.0, 0.02]}}, "sampler": "random", "seed": 1})
+    settings = get_settings()
+    result = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    trials = _trials(settings, spec, "digits/mlp4", "relu")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, "lr 10 should diverge"
+    assert all("non-finite training loss" in t.user_attrs["failure"] for t in failed)
+    assert result.done == 4 and result.failed == len(failed)  # own failures count towards the budget
+    runs = {r.data.tags["bru.trial_number"]: r for r in _runs(settings, "t", "trial")}
+    for t in failed:
+        run = runs[str(t.number)]
+        assert run.info.status == "FAILED" and "non-finite" in run.data.tags["bru.failure"]
+
+
+def test_pruned_trials_are_finished_runs_tagged_pruned(digits):
+    spec = _spec(
+        tasks=[{"dataset": "digits", "model": "mlp4", "epochs": 4}],
+        search={
+            "trials": 8,
+            "pruner": "median",
+            "sampler": "random",
+            "seed": 2,
+            "space": {"lr": {"choices": [0.05, 1e-5]}},
+        },
+    )
+    settings = get_settings()
+    result = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    trials = _trials(settings, spec, "digits/mlp4", "relu")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.state) for t in trials]
+    assert result.pruned == len(pruned) and result.done == 8
+    runs = {r.data.tags["bru.trial_number"]: r for r in _runs(settings, "t", "trial")}
+    for t in pruned:
+        run = runs[str(t.number)]
+        assert run.info.status == "FINISHED" and run.data.tags["bru.state"] == "pruned"
+        steps = [m.step for m in MlflowClient(settings.tracking).get_metric_history(run.info.run_id, "val_error")]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) < 4
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+def test_repeats_log_models_data_and_environment_once(digits):
+    spec = _spec()
+    settings = get_settings()
+    run_study(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    results = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    assert [r.seed for r in results] == [0, 1] and not any(r.reused for r in results)
+    client = MlflowClient(settings.tracking)
+    runs = _runs(settings, "t", "repeat")
+    assert len(runs) == 2
+    for run in runs:
+        tags = run.data.tags
+        assert tags["bru.activation"] == "eru:2" and tags["bru.seed"] in {"0", "1"} and run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [1, 2]
+        assert {"final_test_error", "final_error_quotient", "final_val_loss"} <= set(run.data.metrics)
+        (dataset_input,) = run.inputs.dataset_inputs
+        assert dataset_input.dataset.name == "digits-train" and len(dataset_input.dataset.digest) == 16
+        env = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/environment.json")
+        assert env["packages"]["torch"] and env["device"] == "cpu"
+    # the logged model loads back and predicts what the trained model predicted
+    model_uri = runs[0].data.tags["bru.model_uri"]
+    model = mlflow.pytorch.load_model(model_uri)
+    x = digits.normalise(digits.test.images[:5])
+    assert model(x).shape == (5, 10)
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    np.testing.assert_allclose(pyfunc.predict(x.numpy()), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    (version,) = client.search_model_versions("name = 't-digits-mlp4-eru2'")
+    best = min(results, key=lambda r: (r.final["val_error"], r.final["val_loss"], r.seed))
+    assert version.run_id == best.mlflow_run_id  # chosen on validation, not test
+    # a second call trains nothing and registers nothing new
+    again = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    assert all(r.reused for r in again)
+    assert [r.final["test_error"] for r in again] == pytest.approx([r.final["test_error"] for r in results])
+    assert len(_runs(settings, "t", "repeat")) == 2
+    assert len(client.search_model_versions("name = 't-digits-mlp4-eru2'")) == 1
+
+
+def test_repeats_are_paired_across_activations(digits):
+    """Seed s trains every activation from the same generator streams (init, batch order)."""
+    spec = _spec()
+    relu = spec.train_config("digits/mlp4", "relu", {"lr": 0.01, "batch_size": 64}, seed=1)
+    eru = spec.train_config("digits/mlp4", "eru:2", {"lr": 0.05, "batch_size": 64}, seed=1)
+    from bru_core.training import Trainer
+
+    a, b = Trainer(relu, digits), Trainer(eru, digits)
+    assert torch.equal(torch.randperm(100, generator=a.order), torch.randperm(100, generator=b.order))
+
+
+def test_repeats_need_a_completed_trial(digits):
+    from bru_core.errors import BruError
+
+    with pytest.raises(BruError, match="no completed trial"):
+        run_repeats(_spec(), "digits/mlp4", "relu", data=digits)
+
+
+# --------------------------------------------------------------------------- other stores
+
+
+@pytest.mark.slow
+def test_the_same_tree_on_a_real_mlflow_server(mlflow_server, digits, bru_home):
+    settings = get_settings(tracking_uri=mlflow_server.uri)
+    spec = _spec(name="served")
+    result = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("served")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    roles = sorted(r.data.tags[ROLE] for r in runs)
+    assert roles == ["repeat", "repeat", "study", "trial", "trial", "trial"]
+    assert result.done == 3
+    repeat = next(r for r in runs if r.data.tags[ROLE] == "repeat")
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    model = mlflow.pytorch.load_model(repeat.data.tags["bru.model_uri"])
+    assert model(digits.normalise(digits.test.images[:2])).shape == (2, 10)
+    assert not (bru_home / "mlflow.db").exists()  # nothing went to the embedded store
+    # idempotent against the server too
+    run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 6
+
+
+@pytest.mark.slow
+def test_optuna_on_postgresql(postgres_url, digits):
+    settings = get_settings(optuna_storage=postgres_url)
+    spec = _spec(name="pg")
+    result = run_study(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    assert result.done == 3
+    study = optuna.load_study(study_name="pg/digits/mlp4/eru:2", storage=postgres_url)
+    assert len(study.trials) == 3 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    again = run_study(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
+    assert (
+        again.trials == []
+        and len(optuna.load_study(study_name="pg/digits/mlp4/eru:2", storage=postgres_url).trials) == 3
+    )
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_bru_search_json_and_a_second_run_adds_nothing(capsys, tmp_path):
+    spec = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    code = main(["search", str(spec), "--task", "digits/mlp4", "-a", "eru:2", "--json"])
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and first["study"]["done"] == 3 and len(first["repeats"]) == 2
+    assert not any(r["reused"] for r in first["repeats"])
+    code = main(["search", str(spec), "--task", "digits/mlp4", "-a", "ERU:2.0", "--json"])
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and all(r["reused"] for r in second["repeats"])
+    assert second["study"]["best_value"] == first["study"]["best_value"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--task", "mnist/mlp4", "-a", "relu"], "task 'mnist/mlp4' is not in campaign 'smoke'"),
+        (["--task", "digits/mlp4", "-a", "gelu"], "activation 'gelu' is not in campaign 'smoke'"),
+        (["--task", "digits/mlp4", "-a", "eru:0"], "radix"),
+    ],
+)
+def test_bru_search_bad_choice_is_one_line_and_writes_nothing(capsys, bru_home, argv, expected):
+    spec = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    code = main(["search", str(spec), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0]
+    assert not bru_home.exists()
+
+
+def test_bru_search_bad_spec_writes_nothing(capsys, bru_home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\ntasks: [{dataset: digits, model: mlp4, epochs: 1}]\nactivations: [relu]\nsearch: {trails: 3}\n"
+    )
+    code = main(["search", str(bad), "--task", "digits/mlp4", "-a", "relu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "search.trails: unknown key (did you mean 'trials'?)" in err[0]
+    assert not bru_home.exists()
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_after_its_heartbeat_stops(tmp_path, bru_home):
+    """SIGKILL in the middle of a trial: the rerun fails it by heartbeat, retries it once,
+    ends with exactly the budget, and closes the killed trial's MLflow run as FAILED."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(
+        "name: kill\ntasks: [{dataset: digits, model: mlp4, epochs: 60}]\nactivations: [relu]\n"
+        "search: {trials: 2, sampler: random, seed: 0, pruner: none, space: {lr: {low: 0.01, high: 0.05}}}\n"
+        "repeats: {seeds: [0]}\n"
+    )
+    env = {**os.environ, "BRU_HOME": str(bru_home), "BRU_HEARTBEAT_SECONDS": "1", "BRU_HEARTBEAT_GRACE_SECONDS": "3"}
+    command = [str(BIN / "bru"), "search", str(spec), "--task", "digits/mlp4", "-a", "relu", "--no-repeats"]
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    settings = get_settings(home=bru_home)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # wait until a trial is running and has reported an epoch
+            if (bru_home / "optuna.db").exists():
+                try:
+                    trials = optuna.load_study(study_name="kill/digits/mlp4/relu", storage=settings.optuna).trials
+                except (KeyError, Exception):
+                    trials = []
+                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial started: " + worker.stderr.read().decode()[-2000:])
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    rerun = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    study = optuna.load_study(study_name="kill/digits/mlp4/relu", storage=settings.optuna)
+    states = [t.state for t in study.trials]
+    assert sum(counts_towards_budget(t) for t in study.trials) == 2
+    assert states.count(TrialState.FAIL) == 1  # the killed one, failed by its stopped heartbeat
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") is not None]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    killed_number = retried[0].system_attrs["failed_trial"]
+    runs = {r.data.tags["bru.trial_number"]: r for r in _runs(settings, "kill", "trial")}
+    assert runs[str(killed_number)].info.status == "FAILED"
+    assert runs[str(retried[0].number)].data.tags["bru.retry_of"] == str(killed_number)
+    assert budget_state(study, 2).complete
+
+
+@pytest.mark.slow
+def test_bru_ui_serves_the_embedded_store(tmp_path, bru_home):
+    from tests.servers import free_port
+
+    spec = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    env = {**os.environ, "BRU_HOME": str(bru_home)}
+    assert (
+        subprocess.run([str(BIN / "bru"), "ui"], env=env, capture_output=True, text=True).returncode == 2
+    )  # no store yet
+    subprocess.run(
+        [str(BIN / "bru"), "search", str(spec), "--task", "digits/mlp4", "-a", "relu", "--no-repeats"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(BIN / "bru"), "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        from bru_core.tracking import wait_healthy
+
+        wait_healthy(f"http://127.0.0.1:{port}", ui, timeout=90)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.get_experiment_by_name("smoke")
+        assert len(client.search_runs([experiment.experiment_id])) == 4  # the study run and 3 trials
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        ui.wait(timeout=30)
+    assert ui.returncode is not None
