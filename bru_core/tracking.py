@@ -13,10 +13,10 @@ One experiment per campaign. In it:
   registered.
 
 MLflow is called directly (optuna-integration's callback is deprecated and makes flat
-runs). Metrics are buffered per run and written in batches by one background thread, at
-most every ``FLUSH_SECONDS`` and when the run ends, so training does not wait for the
-tracking store; ``Tracker.flush()`` waits for everything written so far and re-raises
-the first error.
+runs). Metrics are buffered per run and written in batches, at most every ``FLUSH_SECONDS``
+and when the run ends: in line for a local store, by one background thread for a
+tracking server (whose calls are mostly waiting on the network); ``Tracker.flush()``
+waits for everything written so far and re-raises the first error.
 """
 
 from __future__ import annotations
@@ -153,6 +153,10 @@ class Tracker:
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
+        # A local store's writes are CPU work in this process: done in a background thread
+        # they contend for the GIL with the training loop and cost more than done in line
+        # (docs/benchmarks.md). A server's writes are mostly waiting: those go to the thread.
+        self.background = self.artifact_location is None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bru-mlflow")  # keeps writes in order
         self._pending: list[Future] = []
         self._lock = threading.Lock()
@@ -161,6 +165,12 @@ class Tracker:
     # ------------------------------------------------------------------ plumbing
 
     def _submit(self, fn, *args) -> None:
+        if not self.background:
+            try:
+                fn(*args)
+            except Exception as exc:
+                raise TrackingError(f"MLflow at {self.uri} refused a write: {exc}") from exc
+            return
         with self._lock:
             self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
             self._pending.append(self._pool.submit(fn, *args))

@@ -1,0 +1,53 @@
+"""The layering of docs/architecture.md: every bru_core module imports only modules on
+lower floors (imports inside functions included), and nothing but the CLI imports Prefect
+or flows/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bru_core"
+FLOORS = {
+    "errors": 0, "settings": 0,
+    "activations": 1, "data": 1, "tracking": 1,
+    "initialisation": 2,
+    "models": 3,
+    "config": 4,
+    "training": 5, "spec": 5,
+    "search": 6,
+    "bench": 7, "plots": 7,
+    "cli": 9, "__main__": 10, "__init__": -1,
+}  # fmt: skip
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "bru_core":
+                names |= {f"bru_core.{alias.name}" for alias in node.names}
+    return names
+
+
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+
+
+def test_every_module_has_a_floor():
+    assert set(MODULES) == set(FLOORS), "add new modules to FLOORS (and to docs/architecture.md)"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_point_down(module):
+    floor = FLOORS[module]
+    for name in _imports(PACKAGE / f"{module}.py"):
+        if name.startswith("bru_core."):
+            other = name.split(".")[1]
+            assert FLOORS[other] < floor, f"{module} (floor {floor}) imports {other} (floor {FLOORS[other]})"
+        if module != "cli":
+            assert not name.startswith(("prefect", "flows")), f"{module} imports {name}: only the CLI may"
