@@ -407,6 +407,126 @@ def search(
     out.print(f"MLflow: {settings.tracking} (bru ui to browse); Optuna: {settings.optuna}", highlight=False)
 
 
+ResultsOpt = Annotated[
+    str | None, typer.Option(help="Results database URL (default: BRU_RESULTS_URL or sqlite under home).")
+]
+
+
+@app.command()
+def aggregate(
+    campaign: Annotated[str, typer.Option(help="Campaign name (the MLflow experiment).")],
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    results_url: ResultsOpt = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report and log it to MLflow.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Read a campaign's repeat runs from MLflow, compute the statistics, write the results database."""
+    from bru_core.aggregate import aggregate as run_aggregate
+    from bru_core.settings import get_settings
+
+    settings = get_settings(home=home, tracking_uri=tracking_uri, results_url=results_url)
+    with _progress() as progress:
+        task = progress.add_task("reading repeat runs", total=None, status="")
+        result = run_aggregate(
+            campaign,
+            settings,
+            seed=seed,
+            report=report,
+            on_run=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"campaign {campaign}: {result.evaluations} evaluations, {result.comparisons} comparisons "
+        f"({result.tests} tests) written to {settings.results}",
+        highlight=False,
+    )
+    if result.missing:
+        out.print(f"no finished repeat runs yet for: {', '.join(result.missing)}", highlight=False)
+    if result.report_dir:
+        out.print(
+            f"report: {Path(result.report_dir) / 'report.html'} (also in MLflow, campaign run, report/)",
+            highlight=False,
+        )
+    out.print(f"see: bru results --campaign {campaign} --what comparisons", highlight=False)
+
+
+@app.command()
+def results(
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task (dataset/model).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Only this metric (test_error, test_loss, ...).")] = None,
+    what: Annotated[
+        str, typer.Option(help="summary, evaluations, comparisons, rankings, studies, curves, tasks or campaigns.")
+    ] = "summary",
+    output_format: Annotated[
+        str, typer.Option("--format", help="table, json (one list on the last line) or csv.")
+    ] = "table",
+    home: HomeOpt = None,
+    results_url: ResultsOpt = None,
+) -> None:
+    """Query the results database."""
+    from bru_core.results import BRIEF, WHAT, ResultsStore
+    from bru_core.settings import get_settings
+
+    if what not in WHAT:
+        raise ConfigError(f"--what: {what!r} is not one of {', '.join(WHAT)}")
+    if output_format not in ("table", "json", "csv"):
+        raise ConfigError(f"--format: {output_format!r} is not one of table, json, csv")
+    settings = get_settings(home=home, results_url=results_url)
+    if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
+        raise ConfigError(f"--results-url: no results database at {settings.results} yet; run bru aggregate first")
+    with ResultsStore(settings.results) as store:
+        rows = store.records(what, campaign, task, metric)
+    if output_format == "json":
+        _print_json(rows)
+        return
+    if output_format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+        return
+    if not rows:
+        out.print("no rows", highlight=False)
+        return
+    columns = (["campaign"] if campaign is None and what != "campaigns" else []) + list(BRIEF[what])
+    table = Table(title=f"{what}" + (f" of {campaign}" if campaign else ""))
+    for column in columns:
+        table.add_column(column, justify="right" if isinstance(rows[0][column], (int, float)) else "left")
+    for row in rows:
+        table.add_row(
+            *(f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in (row[c] for c in columns))
+        )
+    out.print(table)
+
+
+@app.command()
+def report(
+    campaign: Annotated[str, typer.Option(help="An aggregated campaign.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.html and the PNGs (default <home>/reports/<campaign>)."),
+    ] = None,
+    home: HomeOpt = None,
+    results_url: ResultsOpt = None,
+) -> None:
+    """Write the campaign report (self-contained HTML plus PNGs) from the results database."""
+    from bru_core.report import report_path_error, write_report
+    from bru_core.settings import get_settings
+
+    settings = get_settings(home=home, results_url=results_url)
+    folder = out_dir or settings.home_path / "reports" / campaign
+    report_path_error(folder)
+    if not folder.parent.exists():
+        raise ConfigError(f"--out: folder {folder.parent} does not exist")
+    if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
+        raise ConfigError(f"--results-url: no results database at {settings.results} yet; run bru aggregate first")
+    path = write_report(campaign, folder, settings)
+    out.print(f"wrote {path}", highlight=False)
+
+
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
@@ -599,6 +719,9 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every expected failure becomes one line on stderr and an exit code."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating tables..." is not for users
     command = typer.main.get_command(app)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="bru", standalone_mode=False)

@@ -272,6 +272,7 @@ def run_study(
         probe = spec.train_config(task, activation, {}, seed=spec.search.seed)
         if data is None:
             data = prepare_data(probe, resolve_device(probe.device))
+        tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
         study = open_study(spec, task, activation, settings)
         parent = tracker.study_run(spec.name, task, activation, study.study_name)
         _reconcile(tracker, spec, study)
@@ -423,6 +424,7 @@ def run_repeats(
     own_tracker = tracker is None
     tracker = tracker or Tracker(settings)
     try:
+        tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
         study = open_study(spec, task, activation, settings)
         best = _best(study)
         if best is None:

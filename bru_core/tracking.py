@@ -40,6 +40,7 @@ from typing import Any
 # output) and no telemetry (it costs CPU on every call, and most of our machines are offline).
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 from mlflow import MlflowClient
@@ -308,6 +309,62 @@ class Tracker:
         if best_value is not None:
             logger.log_metrics({"best_value": best_value})
         logger.end("FINISHED", {f"bru.{k}": v for k, v in summary.items()})
+
+    # ------------------------------------------------------------------ the campaign
+
+    def record_campaign(self, campaign: str, spec: Mapping[str, Any], protocol: list[str]) -> str:
+        """The campaign's own run (``bru.role=campaign``) holds its spec, so that a campaign
+        can be aggregated from MLflow alone. A campaign started with a different spec under
+        the same name is refused: its studies would not be comparable."""
+        experiment_id = self.experiment_id(campaign)
+        digest = hashlib.sha256(dumps({k: v for k, v in spec.items() if k != "description"}).encode()).hexdigest()[:16]
+        found = self.find_runs(experiment_id, {ROLE: "campaign"})
+        if found:
+            recorded = found[0].data.tags.get("bru.spec_digest")
+            if recorded != digest:
+                raise TrackingError(
+                    f"campaign {campaign!r} was started with a different spec (digest {recorded}, this one {digest}); "
+                    "give the new spec another name, or restore the old one"
+                )
+            return found[0].info.run_id
+        run_id = self.client.create_run(
+            experiment_id,
+            tags={ROLE: "campaign", "bru.campaign": campaign, "bru.spec_digest": digest},
+            run_name=f"campaign {campaign}",
+        ).info.run_id
+        self.client.log_dict(run_id, dict(spec), "spec.json")
+        self.client.log_text(run_id, "\n".join(protocol) + "\n", "protocol.txt")
+        return run_id
+
+    def campaign_run(self, campaign: str) -> Run | None:
+        experiment = self.client.get_experiment_by_name(campaign)
+        if experiment is None:
+            return None
+        found = self.find_runs(experiment.experiment_id, {ROLE: "campaign"})
+        return found[0] if found else None
+
+    def campaign_spec(self, campaign: str) -> dict[str, Any]:
+        run = self.campaign_run(campaign)
+        if run is None:
+            known = sorted(
+                e.name for e in self.client.search_experiments() if self.find_runs(e.experiment_id, {ROLE: "campaign"})
+            )
+            raise TrackingError(
+                f"unknown campaign {campaign!r}; campaigns in {self.uri}: {', '.join(known) or 'none yet'}"
+            )
+        return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/spec.json")
+
+    def log_report(self, campaign: str, folder: Path) -> None:
+        """The report's files as artifacts of the campaign's run, under report/."""
+        run = self.campaign_run(campaign)
+        if run is not None:
+            self.client.log_artifacts(run.info.run_id, str(folder), "report")
+
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        """A metric's values in step order."""
+        return [
+            m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        ]
 
     # ------------------------------------------------------------------ repeats
 

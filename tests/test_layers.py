@@ -11,13 +11,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bru_core"
 FLOORS = {
-    "errors": 0, "settings": 0,
-    "activations": 1, "data": 1, "tracking": 1,
-    "initialisation": 2,
+    "errors": 0, "settings": 0, "stats": 0,
+    "activations": 1, "data": 1, "tracking": 1, "results": 1,
+    "initialisation": 2, "report": 2,
     "models": 3,
     "config": 4,
     "training": 5, "spec": 5,
-    "search": 6,
+    "search": 6, "aggregate": 6,
     "bench": 7, "plots": 7,
     "cli": 9, "__main__": 10, "__init__": -1,
 }  # fmt: skip

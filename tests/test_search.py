@@ -255,7 +255,7 @@ def test_the_same_tree_on_a_real_mlflow_server(mlflow_server, digits, bru_home):
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     roles = sorted(r.data.tags[ROLE] for r in runs)
-    assert roles == ["repeat", "repeat", "study", "trial", "trial", "trial"]
+    assert roles == ["campaign", "repeat", "repeat", "study", "trial", "trial", "trial"]
     assert result.done == 3
     repeat = next(r for r in runs if r.data.tags[ROLE] == "repeat")
     mlflow.set_tracking_uri(mlflow_server.uri)
@@ -265,7 +265,7 @@ def test_the_same_tree_on_a_real_mlflow_server(mlflow_server, digits, bru_home):
     # idempotent against the server too
     run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
     run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
-    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 6
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 7
 
 
 @pytest.mark.slow
@@ -401,7 +401,7 @@ def test_bru_ui_serves_the_embedded_store(tmp_path, bru_home):
         wait_healthy(f"http://127.0.0.1:{port}", ui, timeout=90)
         client = MlflowClient(f"http://127.0.0.1:{port}")
         experiment = client.get_experiment_by_name("smoke")
-        assert len(client.search_runs([experiment.experiment_id])) == 4  # the study run and 3 trials
+        assert len(client.search_runs([experiment.experiment_id])) == 5  # campaign, study and 3 trial runs
     finally:
         os.killpg(ui.pid, signal.SIGINT)
         ui.wait(timeout=30)
