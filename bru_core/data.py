@@ -129,6 +129,14 @@ def _require_files(name: str, root: Path) -> None:
         )
 
 
+def check_available(name: str, data_dir: Path | str, download: bool = False) -> None:
+    """Raise DataNotFoundError (one line) unless the data set can be loaded: for checks
+    before long work starts."""
+    check_dataset(name)
+    if name in _SOURCES and not download:
+        _require_files(name, Path(data_dir).expanduser().resolve())
+
+
 def _torchvision(name: str, root: Path, download: bool) -> tuple[Split, Split]:
     from torchvision import datasets
 

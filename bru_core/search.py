@@ -71,17 +71,32 @@ def storage(settings: Settings) -> RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with _no_experimental_warnings():
-            return RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=settings.heartbeat_seconds,
-                grace_period=settings.heartbeat_grace_seconds,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES),
-            )
-    except Exception as exc:  # a bad URL, a server that is down, a missing driver
-        raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
+    for attempt in range(4):
+        try:
+            with _no_experimental_warnings():
+                return RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=settings.heartbeat_seconds,
+                    grace_period=settings.heartbeat_grace_seconds,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES),
+                )
+        except Exception as exc:  # a bad URL, a server that is down, a missing driver
+            if "already exists" in str(exc) and attempt < 3:
+                time.sleep(0.5)  # another worker is creating the tables right now
+                continue
+            raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")
+
+
+def prepare_campaign(spec: CampaignSpec, settings: Settings | None = None) -> None:
+    """Create the stores' tables and the campaign's MLflow record once, before studies
+    open them concurrently."""
+    settings = settings or get_settings()
+    storage(settings)
+    with Tracker(settings) as tracker:
+        tracker.check()
+        tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
 
 
 def _sampler(spec: CampaignSpec) -> optuna.samplers.BaseSampler:
@@ -103,7 +118,15 @@ def _pruner(spec: CampaignSpec) -> optuna.pruners.BasePruner:
 
 
 def open_study(spec: CampaignSpec, task: str, activation: str, settings: Settings) -> optuna.Study:
-    study = optuna.create_study(
+    with _quiet_optuna():  # "a new study created" / "using an existing study" at INFO
+        study = _create_study(spec, task, activation, settings)
+    with _no_experimental_warnings():
+        study.set_metric_names([objective_metric(_objective_kind(spec, task))])
+    return study
+
+
+def _create_study(spec: CampaignSpec, task: str, activation: str, settings: Settings) -> optuna.Study:
+    return optuna.create_study(
         study_name=spec.study_name(task, activation),
         storage=storage(settings),
         sampler=_sampler(spec),
@@ -111,9 +134,6 @@ def open_study(spec: CampaignSpec, task: str, activation: str, settings: Setting
         direction="minimize",
         load_if_exists=True,
     )
-    with _no_experimental_warnings():
-        study.set_metric_names([objective_metric(_objective_kind(spec, task))])
-    return study
 
 
 def _objective_kind(spec: CampaignSpec, task: str) -> str:
@@ -249,51 +269,100 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
 TrialCallback = Callable[[TrialOutcome, BudgetState, float | None], None]
 
 
-def run_study(
-    spec: CampaignSpec,
-    task: str,
-    activation: str,
-    *,
-    settings: Settings | None = None,
-    tracker: Tracker | None = None,
-    data: Data | None = None,
-    on_trial: TrialCallback | None = None,
-    on_wait: Callable[[BudgetState], None] | None = None,
-) -> StudyResult:
-    """Run (or resume) the study of one task x activation until its budget is reached."""
-    settings = settings or get_settings()
-    activation = spec.activation(activation)
-    task_spec = spec.task(task)
-    budget = spec.search.trials
-    space = spec.space_for(activation)
-    own_tracker = tracker is None
-    tracker = tracker or Tracker(settings)
-    try:
-        probe = spec.train_config(task, activation, {}, seed=spec.search.seed)
-        if data is None:
-            data = prepare_data(probe, resolve_device(probe.device))
-        tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
-        study = open_study(spec, task, activation, settings)
-        parent = tracker.study_run(spec.name, task, activation, study.study_name)
-        _reconcile(tracker, spec, study)
-        metric = objective_metric(_objective_kind(spec, task))
-        outcomes: list[TrialOutcome] = []
+class StudySession:
+    """One study, opened and ready to run a trial at a time.
+
+    ``run_study`` loops over it; the Prefect flows make each ``run_trial`` call a task run
+    on a worker. ``device`` overrides the training device (a worker with several GPUs
+    gives each concurrent trial its own)."""
+
+    def __init__(
+        self,
+        spec: CampaignSpec,
+        task: str,
+        activation: str,
+        *,
+        settings: Settings | None = None,
+        tracker: Tracker | None = None,
+        data: Data | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.spec = spec
+        self.activation = spec.activation(activation)
+        self.task = spec.task(task).name
+        self.budget = spec.search.trials
+        self.space = spec.space_for(self.activation)
+        self._own_tracker = tracker is None
+        self.tracker = tracker or Tracker(self.settings)
+        self._data: dict[str, Data] = {}
+        if data is not None:
+            self._data[str(data.device)] = data
+        self.metric = objective_metric(_objective_kind(spec, self.task))
+        self.tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
+        self.study = open_study(spec, self.task, self.activation, self.settings)
+        self.parent = self.tracker.study_run(spec.name, self.task, self.activation, self.study.study_name)
+        _reconcile(self.tracker, spec, self.study)
+        self.outcomes: list[TrialOutcome] = []
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def data_for(self, config: TrainConfig) -> Data:
+        device = resolve_device(config.device)
+        if str(device) not in self._data:
+            self._data[str(device)] = prepare_data(config, device)
+        return self._data[str(device)]
+
+    def state(self) -> BudgetState:
+        return budget_state(self.study, self.budget)
+
+    def next_step(self) -> str:
+        """``done`` when the budget is reached; ``wait`` when the rest of it is running
+        elsewhere (or lost with a worker whose heartbeat grace has not passed); else ``trial``."""
+        state = self.state()
+        if state.complete:
+            return "done"
+        waiting_retry = any(t.state == TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
+        if state.done + state.active >= self.budget and not waiting_retry:
+            return "wait"
+        return "trial"
+
+    def wait(self) -> None:
+        time.sleep(min(self.settings.heartbeat_seconds, 2.0))
+        fail_stale_trials(self.study)
+
+    def run_trial(
+        self, on_start: Callable[[int], None] | None = None, device: str | None = None
+    ) -> TrialOutcome | None:
+        """Run one trial (None: the trial asked was beyond the budget and closed at once)."""
+        spec, study, tracker, metric = self.spec, self.study, self.tracker, self.metric
 
         def objective(trial: optuna.Trial) -> float:
-            if not _admitted(study, trial.number, budget):
+            if not _admitted(study, trial.number, self.budget):
                 trial.set_user_attr("excess", True)
-                raise _Excess(f"trial {trial.number} is beyond the budget of {budget}")
-            params = suggest(trial, space)
-            config = spec.train_config(task, activation, params, seed=spec.search.seed)
+                raise _Excess(f"trial {trial.number} is beyond the budget of {self.budget}")
+            if on_start is not None:
+                on_start(trial.number)
+            params = suggest(trial, self.space)
+            config = spec.train_config(self.task, self.activation, params, seed=spec.search.seed)
+            if device is not None:
+                config = config.model_copy(update={"device": device})
+            data = self.data_for(config)
             with _no_experimental_warnings():
                 retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(
                     study._storage.get_trial(trial._trial_id)
                 )
-            tags = {"bru.campaign": spec.name, "bru.task": task, "bru.activation": activation}
+            tags = {"bru.campaign": spec.name, "bru.task": self.task, "bru.activation": self.activation}
             if retried is not None:
                 tags["bru.retry_of"] = retried
             run = tracker.start_trial(
-                spec.name, parent, study.study_name, trial.number, {**params, "activation": config.activation}, tags
+                spec.name,
+                self.parent,
+                study.study_name,
+                trial.number,
+                {**params, "activation": config.activation},
+                tags,
             )
             trial.set_user_attr("mlflow_run_id", run.run_id)
 
@@ -324,52 +393,82 @@ def run_study(
             assert value is not None
             return value
 
-        while True:
-            state = budget_state(study, budget)
-            if state.complete:
-                break
-            waiting_retry = any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
-            if state.done + state.active >= budget and not waiting_retry:
-                # The rest of the budget is running elsewhere, or lost with a worker that has
-                # not missed its heartbeat grace yet: wait, and fail it when it goes stale.
-                if on_wait is not None:
-                    on_wait(state)
-                time.sleep(min(settings.heartbeat_seconds, 2.0))
-                fail_stale_trials(study)
-                continue
-            started = time.perf_counter()
-            with _quiet_optuna():
-                study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, _Excess), gc_after_trial=False)
-            last = study.get_trials(deepcopy=False)[-1]
-            if last.user_attrs.get("excess"):
-                continue
-            outcome = TrialOutcome(
-                last.number, last.state.name.lower(), last.value, dict(last.params), time.perf_counter() - started
-            )
-            outcomes.append(outcome)
-            if on_trial is not None:
-                best = _best(study)
-                on_trial(outcome, budget_state(study, budget), best.value if best else None)
+        started = time.perf_counter()
+        numbers: list[int] = []
+        with _quiet_optuna():
+            study.optimize(
+                objective, n_trials=1, catch=(NonFiniteLossError, _Excess), gc_after_trial=False,
+                callbacks=[lambda _study, frozen: numbers.append(frozen.number)],
+            )  # fmt: skip
+        last = study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, numbers[-1])
+        )
+        if last.user_attrs.get("excess"):
+            return None
+        outcome = TrialOutcome(
+            last.number, last.state.name.lower(), last.value, dict(last.params), time.perf_counter() - started
+        )
+        self.outcomes.append(outcome)
+        return outcome
 
-        _reconcile(tracker, spec, study)  # trials failed by heartbeat while we ran
-        best = _best(study)
-        summary = _summary(study, budget)
-        tracker.finish_study(parent, best.params if best else None, best.value if best else None, summary)
-        tracker.flush()
+    def best_value(self) -> float | None:
+        best = _best(self.study)
+        return best.value if best else None
+
+    def finish(self) -> StudyResult:
+        """Close the study's MLflow side (best parameters, counts) once its budget is done."""
+        _reconcile(self.tracker, self.spec, self.study)  # trials failed by heartbeat meanwhile
+        best = _best(self.study)
+        summary = _summary(self.study, self.budget)
+        self.tracker.finish_study(self.parent, best.params if best else None, best.value if best else None, summary)
+        self.tracker.flush()
         return StudyResult(
-            study.study_name,
-            task_spec.name,
-            activation,
-            mlflow_run_id=parent,
+            self.study.study_name,
+            self.task,
+            self.activation,
+            mlflow_run_id=self.parent,
             best_value=best.value if best else None,
             best_params=dict(best.params) if best else None,
             best_trial=best.number if best else None,
-            trials=outcomes,
+            trials=list(self.outcomes),
             **summary,
         )
-    finally:
-        if own_tracker:
-            tracker.close()
+
+    def close(self) -> None:
+        if self._own_tracker:
+            self.tracker.close()
+
+    def __enter__(self) -> StudySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_study(
+    spec: CampaignSpec,
+    task: str,
+    activation: str,
+    *,
+    settings: Settings | None = None,
+    tracker: Tracker | None = None,
+    data: Data | None = None,
+    on_trial: TrialCallback | None = None,
+    on_wait: Callable[[BudgetState], None] | None = None,
+    device: str | None = None,
+) -> StudyResult:
+    """Run (or resume) the study of one task x activation until its budget is reached."""
+    with StudySession(spec, task, activation, settings=settings, tracker=tracker, data=data) as session:
+        while (step := session.next_step()) != "done":
+            if step == "wait":
+                if on_wait is not None:
+                    on_wait(session.state())
+                session.wait()
+                continue
+            outcome = session.run_trial(device=device)
+            if outcome is not None and on_trial is not None:
+                on_trial(outcome, session.state(), session.best_value())
+        return session.finish()
 
 
 class _quiet_optuna:
@@ -416,6 +515,8 @@ def run_repeats(
     data: Data | None = None,
     on_seed: RepeatCallback | None = None,
     on_epoch: Callable[[int, Any], None] | None = None,
+    seeds: list[int] | None = None,
+    device: str | None = None,
 ) -> list[RepeatResult]:
     """Train the study's best parameters on every repeat seed (finished seeds are kept),
     log each seed's run with its model, and register the best seed's model."""
@@ -432,7 +533,7 @@ def run_repeats(
         params = dict(best.params)
         finished = tracker.repeat_runs(spec.name, study.study_name)
         results: list[RepeatResult] = []
-        for seed in spec.repeats.seeds:
+        for seed in seeds if seeds is not None else spec.repeats.seeds:
             if seed in finished:
                 run = finished[seed]
                 final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
@@ -459,7 +560,8 @@ def run_repeats(
             results.append(result)
             if on_seed is not None:
                 on_seed(result)
-        _register_best(spec, task, activation, results, tracker)
+        if seeds is None:  # the whole set: now the best seed can be chosen
+            _register_best(spec, task, activation, results, tracker)
         tracker.flush()
         return results
     finally:
@@ -505,6 +607,34 @@ def _repeat_one(
     return RepeatResult(config.seed, run.run_id, dict(history.final), reused=False)
 
 
+def register_best_model(
+    spec: CampaignSpec, task: str, activation: str, *, settings: Settings | None = None, tracker: Tracker | None = None
+) -> None:
+    """Register the best seed's model once every repeat seed has finished (a flow runs the
+    seeds as separate tasks, then calls this)."""
+    settings = settings or get_settings()
+    activation = spec.activation(activation)
+    own = tracker is None
+    tracker = tracker or Tracker(settings)
+    try:
+        finished = tracker.repeat_runs(spec.name, spec.study_name(task, activation))
+        results = [
+            RepeatResult(
+                seed,
+                run.info.run_id,
+                {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")},
+                True,
+            )
+            for seed, run in finished.items()
+            if seed in spec.repeats.seeds
+        ]
+        if results:
+            _register_best(spec, task, activation, results, tracker)
+    finally:
+        if own:
+            tracker.close()
+
+
 def _register_best(
     spec: CampaignSpec, task: str, activation: str, results: list[RepeatResult], tracker: Tracker
 ) -> None:
@@ -521,3 +651,56 @@ def _register_best(
     model_uri = run.data.tags.get("bru.model_uri")
     if model_uri:
         tracker.register(run_slug(spec.name, task, activation), model_uri, best.mlflow_run_id)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass
+class StudyStatus:
+    task: str
+    activation: str
+    budget: int
+    done: int
+    best_value: float | None
+    seeds: int
+    seeds_done: int
+
+
+def campaign_status(
+    spec: CampaignSpec, settings: Settings | None = None, tracker: Tracker | None = None
+) -> list[StudyStatus]:
+    """Where every study of a campaign stands, read from the stores (for progress displays
+    of runs happening in this process or on workers)."""
+    settings = settings or get_settings()
+    own = tracker is None
+    tracker = tracker or Tracker(settings)
+    rows = []
+    try:
+        store = storage(settings)
+        names = set(optuna.get_all_study_names(storage=store))
+        experiment = tracker.client.get_experiment_by_name(spec.name)
+        repeats: dict[str, int] = {}
+        if experiment is not None:
+            for run in tracker.find_runs(experiment.experiment_id, {"bru.role": "repeat"}, status="FINISHED"):
+                study = run.data.tags.get("bru.study", "")
+                repeats[study] = repeats.get(study, 0) + 1
+        for t in spec.tasks:
+            for a in spec.labels:
+                name = spec.study_name(t.name, a)
+                done, best = 0, None
+                if name in names:
+                    with _quiet_optuna():
+                        study = optuna.load_study(study_name=name, storage=store)
+                    done = budget_state(study, spec.search.trials).done
+                    trial = _best(study)
+                    best = trial.value if trial else None
+                rows.append(
+                    StudyStatus(
+                        t.name, a, spec.search.trials, done, best, len(spec.repeats.seeds), repeats.get(name, 0)
+                    )
+                )
+    finally:
+        if own:
+            tracker.close()
+    return rows
