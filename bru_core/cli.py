@@ -30,8 +30,10 @@ app = typer.Typer(
 )
 activations_app = typer.Typer(help="List the activation registry, or plot activations.", invoke_without_command=True)
 bench_app = typer.Typer(help="Benchmarks recorded in docs/benchmarks.md.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Run a whole campaign: in this process, or on a work pool.", no_args_is_help=True)
 app.add_typer(activations_app, name="activations")
 app.add_typer(bench_app, name="bench")
+app.add_typer(campaign_app, name="campaign")
 
 # Wide tables when the output goes to a file or a pipe (rich would wrap them at 80).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -553,6 +555,219 @@ def ui(
         stop_server(process)
 
 
+# --------------------------------------------------------------------------- orchestration (Prefect)
+
+
+def _export_settings(settings) -> None:
+    """Flows and workers read BRU_* from the environment: make overrides visible to them."""
+    os.environ["BRU_HOME"] = str(settings.home_path)
+    for key, value in (("BRU_TRACKING_URI", settings.tracking_uri), ("BRU_OPTUNA_STORAGE", settings.optuna_storage),
+                       ("BRU_RESULTS_URL", settings.results_url), ("BRU_DATA_DIR", settings.data_dir)):  # fmt: skip
+        if value is not None:
+            os.environ[key] = str(value)
+
+
+def _prepare_prefect(settings) -> None:
+    """Before prefect is imported: quiet console logs, no analytics, and an embedded
+    server's state under the bru home folder (unless the user set these)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+def _preflight(campaign, settings) -> None:
+    """Everything a campaign needs that can be checked before anything runs."""
+    from bru_core.data import check_available
+
+    for t in campaign.tasks:
+        config = campaign.train_config(t.name, campaign.labels[0], {}, seed=0)
+        check_available(t.dataset, config.data_dir or settings.data_path, config.download)
+
+
+def _comparison_lines(campaign_name: str, settings) -> list[str]:
+    from bru_core.report import sentence
+    from bru_core.results import ResultsStore
+
+    with ResultsStore(settings.results) as store:
+        tasks = {t["task"]: t["primary_metric"] for t in store.records("tasks", campaign_name)}
+        rows = store.records("comparisons", campaign_name)
+    return [sentence(r) for r in rows if r["metric"] == tasks.get(r["task"]) and not r["test"].startswith("paired_t")]
+
+
+def _print_outcome(campaign_name: str, settings) -> None:
+    out.print(f"\ncomparisons on the primary metric ({campaign_name}):", highlight=False)
+    for line in _comparison_lines(campaign_name, settings):
+        out.print(f"  {line}", highlight=False)
+    report_path = settings.home_path / "reports" / campaign_name / "report.html"
+    if report_path.exists():
+        out.print(f"report: {report_path}", highlight=False)
+    out.print(f"results: bru results --campaign {campaign_name} --what comparisons", highlight=False)
+    ui_hint = "bru ui (then http://127.0.0.1:5000)" if settings.artifact_location else settings.tracking
+    out.print(f"MLflow: {ui_hint}", highlight=False)
+
+
+def _watch(campaign, settings, stop):
+    """A thread that shows each study's trials and seeds as the stores fill up."""
+    import threading
+
+    from bru_core.search import campaign_status
+
+    def loop(progress) -> None:
+        bars = {}
+        while not stop.is_set():
+            try:
+                for s in campaign_status(campaign, settings):
+                    key = (s.task, s.activation)
+                    total = s.budget + s.seeds
+                    if key not in bars:
+                        bars[key] = progress.add_task(f"{s.task} {s.activation}", total=total, status="")
+                    best = f"best {s.best_value:.4g}" if s.best_value is not None else "no result yet"
+                    progress.update(
+                        bars[key],
+                        completed=s.done + s.seeds_done,
+                        status=f"trials {s.done}/{s.budget}, {best}; seeds {s.seeds_done}/{s.seeds}",
+                    )
+            except Exception:  # the stores may not exist yet, or be busy: try again
+                pass
+            stop.wait(2.0)
+
+    progress = _progress()
+    thread = threading.Thread(target=lambda: loop(progress), daemon=True)
+    return progress, thread
+
+
+@campaign_app.command("run")
+def campaign_run(
+    spec: SpecArg,
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    optuna_storage: StorageOpt = None,
+    results_url: ResultsOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run a whole campaign in this process (Prefect starts a temporary server for it)."""
+    import threading
+    import time
+
+    from bru_core.settings import get_settings
+    from bru_core.spec import load_spec
+
+    campaign = load_spec(spec)
+    settings = get_settings(
+        home=home, tracking_uri=tracking_uri, optuna_storage=optuna_storage, results_url=results_url, data_dir=data_dir
+    )
+    _preflight(campaign, settings)
+    _export_settings(settings)
+    _prepare_prefect(settings)
+    started = time.monotonic()
+    err.print(f"campaign {campaign.name}: {len(campaign.tasks) * len(campaign.labels)} studies of {campaign.search.trials} trials, "
+              f"{len(campaign.repeats.seeds)} seeds each; starting Prefect (a temporary local server takes 10-20 s)", highlight=False)  # fmt: skip
+    import optuna
+
+    from flows.campaign import campaign as campaign_flow
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    stop = threading.Event()
+    progress, watcher = _watch(campaign, settings, stop)
+    with progress:
+        watcher.start()
+        try:
+            campaign_flow(campaign.model_dump(mode="json"))
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+    out.print(f"campaign {campaign.name} done in {time.monotonic() - started:.0f} s", highlight=False)
+    _print_outcome(campaign.name, settings)
+
+
+@campaign_app.command("submit")
+def campaign_submit(
+    spec: SpecArg,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the flow run and print the results summary.")
+    ] = False,
+    pool: Annotated[str, typer.Option(help="The work pool the deployment uses (for the waiting message).")] = "bru-gpu",
+    patience: Annotated[
+        float, typer.Option(help="Seconds in Scheduled/Pending before saying that no worker has it.")
+    ] = 30.0,
+) -> None:
+    """Start the campaign on the bru-campaign deployment (PREFECT_API_URL); workers run it."""
+    from bru_core.settings import get_settings
+    from bru_core.spec import load_spec
+
+    campaign = load_spec(spec)
+    settings = get_settings()
+    _prepare_prefect(settings)
+    from flows.service import follow, submit
+
+    flow_run_id = submit(campaign.model_dump(mode="json"))
+    out.print(f"submitted campaign {campaign.name}: flow run {flow_run_id}", highlight=False)
+    if not wait:
+        return
+    last_note = [None]
+
+    def tick(state: str, note: str | None) -> None:
+        if note and note != last_note[0]:
+            err.print(note, highlight=False)
+        last_note[0] = note
+
+    final = follow(flow_run_id, pool=pool, warn_after=patience, on_tick=tick)
+    if final != "Completed":
+        err.print(
+            f"error: flow run {flow_run_id} ended {final}; see the Prefect UI or `prefect flow-run logs {flow_run_id}`",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    out.print(f"campaign {campaign.name}: flow run {final}", highlight=False)
+    _print_outcome(campaign.name, settings)
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option(help="Work pool name.")] = "bru-gpu",
+    pool_type: Annotated[
+        str, typer.Option("--type", help="process, docker or kubernetes (job templates in infra/).")
+    ] = "process",
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            help="Slots of the gpu concurrency limit: GPUs in the whole pool (default: this machine's, at least 1)."
+        ),
+    ] = None,
+) -> None:
+    """Create the work pool, the gpu concurrency limit and the deployments (PREFECT_API_URL)."""
+    from bru_core.settings import get_settings
+
+    _prepare_prefect(get_settings())
+    from flows.service import deploy as run_deploy
+
+    result = run_deploy(pool, pool_type, gpus)
+    out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s), "
+              f"deployments {', '.join(result['deployments'])}", highlight=False)  # fmt: skip
+    out.print(f"next: bru worker --pool {result['pool']}   then: bru campaign submit SPEC --wait", highlight=False)
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="Work pool to poll.")] = "bru-gpu",
+) -> None:
+    """Start a Prefect worker on the pool, with this environment's BRU_* settings (Ctrl-C twice stops it)."""
+    from bru_core.settings import get_settings
+
+    settings = get_settings()
+    _prepare_prefect(settings)
+    _export_settings(settings)
+    from flows.service import check_api
+
+    check_api()
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect), "worker", "start", "--pool", pool]
+    err.print(f"worker on pool {pool}: {' '.join(command)}", highlight=False)
+    os.execve(str(prefect), command, dict(os.environ))
+
+
 # --------------------------------------------------------------------------- activations
 
 
@@ -719,9 +934,6 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every expected failure becomes one line on stderr and an exit code."""
-    import logging
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating tables..." is not for users
     command = typer.main.get_command(app)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="bru", standalone_mode=False)

@@ -50,6 +50,9 @@ import bru_core
 from bru_core.errors import BruError
 from bru_core.settings import Settings
 
+# "Creating initial MLflow database tables..." on every new store is not news to our users.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
 FLUSH_SECONDS = 5.0
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 ROLE = "bru.role"

@@ -290,3 +290,79 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield server
     finally:
         _stop_process_group(process, MLFLOW_STOP_TIMEOUT)
+
+
+# --------------------------------------------------------------------------- Prefect
+
+PREFECT_START_TIMEOUT = 90.0
+
+
+@dataclass
+class PrefectServer:
+    api_url: str  # http://127.0.0.1:PORT/api
+    home: Path  # PREFECT_HOME of the server (and of clients that should share its settings)
+    log_path: Path
+    process: subprocess.Popen = field(repr=False)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a client, a worker or a bru command talking to this server."""
+        return {
+            **os.environ,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real ``prefect server start`` (SQLite, analytics off) on 127.0.0.1:<free port>,
+    with the lease repossessor looping every second so freed GPU slots show up quickly."""
+    root = tmp_path_factory.mktemp("prefect-server")
+    home = root / "home"
+    home.mkdir()
+    log_path = root / "server.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
+        "PREFECT_UI_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    cmd = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = PrefectServer(api_url=f"http://{HOST}:{port}/api", home=home, log_path=log_path, process=process)
+    try:
+        deadline = time.monotonic() + PREFECT_START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"prefect server exited with code {process.returncode}\n--- tail of {log_path}\n{_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prefect server not healthy after {PREFECT_START_TIMEOUT:.0f} s\n--- tail of {log_path}\n{_tail(log_path)}"
+                )
+            time.sleep(0.25)
+        yield server
+    finally:
+        _stop_process_group(process, 15.0)

@@ -51,3 +51,20 @@ def test_imports_point_down(module):
             assert FLOORS[other] < floor, f"{module} (floor {floor}) imports {other} (floor {FLOORS[other]})"
         if module != "cli":
             assert not name.startswith(("prefect", "flows")), f"{module} imports {name}: only the CLI may"
+
+
+FLOWS = Path(__file__).resolve().parent.parent / "flows"
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in FLOWS.glob("*.py")))
+def test_flows_hold_no_maths(module):
+    """Orchestration only: no numerics or model code in flows/ (gpu.py asks torch how many
+    GPUs there are, nothing more)."""
+    imports = _imports(FLOWS / f"{module}.py")
+    allowed_torch = {"torch"} if module == "gpu" else set()
+    assert not {name for name in imports if name.split(".")[0] in ("torch", "numpy", "scipy")} - allowed_torch
+    assert not {
+        name
+        for name in imports
+        if name.startswith(("bru_core.training", "bru_core.models", "bru_core.stats", "bru_core.activations"))
+    }

@@ -1,0 +1,15 @@
+"""The aggregation flow: MLflow repeat runs -> statistics -> results database and report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow
+
+from bru_core.aggregate import aggregate
+
+
+@flow(name="bru-aggregate", flow_run_name="aggregate {campaign}", retries=1, retry_delay_seconds=30)
+def aggregate_flow(campaign: str) -> dict[str, Any]:
+    return asdict(aggregate(campaign))

@@ -1,0 +1,124 @@
+"""The campaign flow: searches (one subflow per task x activation, concurrently), then the
+repeats, then the aggregation. Each trial and each repeat seed is one task run, named
+after what it trains, e.g. ``digits/mlp4 oru:3>2 trial 7``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from bru_core.search import StudySession, prepare_campaign, register_best_model, run_repeats
+from bru_core.spec import CampaignSpec, parse_spec
+from flows.aggregate import aggregate_flow
+from flows.gpu import ensure_gpu_limit, gpu_slot
+from flows.retries import RETRY_DELAYS, infrastructure_failure
+
+
+def _rename_task_run(name: str) -> None:
+    """A trial's number is known only once Optuna asks it: name the task run then."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import TaskRunContext
+
+    context = TaskRunContext.get()
+    if context is None:
+        return
+    # The task engine reports its run (name included) with every state event, so the
+    # local copy is renamed too, or the next event would put the old name back.
+    context.task_run.name = name
+    with get_client(sync_client=True) as client:
+        client.set_task_run_name(context.task_run.id, name)
+
+
+@task(
+    name="trial",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=infrastructure_failure,
+    cache_policy=NO_CACHE,
+)
+def train_trial(session: StudySession) -> dict[str, Any] | None:
+    """One Optuna trial of a study on a GPU slot (None: beyond the budget, closed at once)."""
+    with gpu_slot() as device:
+        outcome = session.run_trial(
+            on_start=lambda number: _rename_task_run(f"{session.task} {session.activation} trial {number}"),
+            device=device,
+        )
+    return asdict(outcome) if outcome is not None else None
+
+
+@flow(name="bru-search", flow_run_name="search {task} {activation}")
+def search_study(spec: dict[str, Any], task: str, activation: str) -> dict[str, Any]:
+    """Run (or resume) one study to exactly its budget, a trial task at a time."""
+    campaign = parse_spec(spec)
+    with StudySession(campaign, task, activation) as session:
+        while (step := session.next_step()) != "done":
+            if step == "wait":
+                session.wait()  # the rest of the budget runs elsewhere, or waits out a dead worker's heartbeat
+                continue
+            train_trial.with_options(task_run_name=f"{session.task} {session.activation} trial")(session)
+        result = session.finish()
+    return {k: v for k, v in asdict(result).items() if k != "trials"}
+
+
+@task(
+    name="study",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=infrastructure_failure,
+)
+def run_search(spec: dict[str, Any], task: str, activation: str) -> dict[str, Any]:
+    # A subflow called from a task: the way to run several subflows at once.
+    return search_study(spec, task, activation)
+
+
+@task(
+    name="repeat",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=infrastructure_failure,
+)
+def train_repeat(spec: dict[str, Any], task: str, activation: str, seed: int) -> dict[str, Any]:
+    """One repeat seed of a study's best configuration (kept if it already finished)."""
+    with gpu_slot() as device:
+        (result,) = run_repeats(parse_spec(spec), task, activation, seeds=[seed], device=device)
+    return asdict(result)
+
+
+def _studies(campaign: CampaignSpec) -> list[tuple[str, str]]:
+    return [(t.name, a) for t in campaign.tasks for a in campaign.labels]
+
+
+@flow(name="bru-campaign", flow_run_name="campaign {spec[name]}", task_runner=ThreadPoolTaskRunner(max_workers=16))
+def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True) -> dict[str, Any]:
+    """A whole campaign: the spec as data (a checked campaign spec, e.g. parsed YAML)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # bru reports trials itself
+    checked = parse_spec(spec, "spec parameter")
+    data = checked.model_dump(mode="json")
+    ensure_gpu_limit()
+    prepare_campaign(checked)
+    studies = _studies(checked)
+    searches = [run_search.with_options(task_run_name=f"study {t} {a}").submit(data, t, a) for t, a in studies]
+    wait(searches)
+    results = {"studies": [f.result() for f in searches]}  # re-raises a failed search
+    if repeats:
+        seeds = [
+            train_repeat.with_options(task_run_name=f"{t} {a} seed {s}").submit(data, t, a, s)
+            for t, a in studies
+            for s in checked.repeats.seeds
+        ]
+        wait(seeds)
+        results["repeats"] = [f.result() for f in seeds]
+        for t, a in studies:
+            register_best_model(checked, t, a)
+        if aggregate:
+            results["aggregate"] = aggregate_flow(checked.name)
+    return results

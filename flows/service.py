@@ -1,0 +1,157 @@
+"""Service mode: deployments on a work pool, submitting and following campaign runs.
+
+Everything here talks to a Prefect API (PREFECT_API_URL). The CLI commands ``bru deploy``,
+``bru worker`` and ``bru campaign submit`` are thin wrappers around these functions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bru_core.errors import BruError
+
+REPO = Path(__file__).resolve().parent.parent
+POOL = "bru-gpu"
+DEPLOYMENTS = {
+    "bru-campaign": "flows/campaign.py:campaign",
+    "bru-aggregate": "flows/aggregate.py:aggregate_flow",
+}
+INFRA = REPO / "infra"
+
+
+class ServiceError(BruError):
+    """The Prefect service is not there, or not set up."""
+
+
+def api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or ""
+
+
+def check_api() -> str:
+    """The API URL, after checking it answers; one clear line when it does not."""
+    from prefect.client.orchestration import get_client
+
+    url = api_url()
+    if not url:
+        raise ServiceError(
+            "no Prefect API configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api), or use bru campaign run"
+        )
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        raise ServiceError(f"Prefect API at {url} cannot be reached: {str(error).splitlines()[0][:200]}")
+    return url
+
+
+def _base_job_template(pool_type: str) -> dict[str, Any]:
+    if pool_type == "process":
+        from prefect.workers.process import ProcessWorker
+
+        return ProcessWorker.get_default_base_job_template()
+    path = INFRA / pool_type / "base-job-template.json"
+    if not path.exists():
+        raise ServiceError(f"--type {pool_type}: needs {path} (the job template with the GPU request)")
+    return json.loads(path.read_text())
+
+
+def deploy(
+    pool: str = POOL, pool_type: str = "process", gpus: int | None = None, source: Path = REPO
+) -> dict[str, Any]:
+    """Create the work pool (if missing), set the ``gpu`` limit, and (re)create the
+    deployments ``bru-campaign`` and ``bru-aggregate`` from the source folder."""
+    from prefect import flow as prefect_flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.gpu import ensure_gpu_limit
+
+    if pool_type not in ("process", "docker", "kubernetes"):
+        raise ServiceError(f"--type: {pool_type!r} is not one of process, docker, kubernetes")
+    if gpus is not None and gpus < 1:
+        raise ServiceError(f"--gpus: must be at least 1, got {gpus}")
+    url = check_api()
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_work_pool(pool)
+            if existing.type != pool_type:
+                raise ServiceError(
+                    f"--pool: work pool {pool!r} exists with type {existing.type}, not {pool_type}; choose another name"
+                )
+        except ObjectNotFound:
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type=pool_type, base_job_template=_base_job_template(pool_type))
+            )
+    slots = ensure_gpu_limit(gpus)
+    ids = {}
+    for name, entrypoint in DEPLOYMENTS.items():
+        loaded = prefect_flow.from_source(source=str(source), entrypoint=entrypoint)
+        ids[name] = str(loaded.deploy(name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False))
+    return {"api": url, "pool": pool, "type": pool_type, "gpu_slots": slots, "deployments": ids}
+
+
+def deployment_name(name: str) -> str:
+    """Flow name / deployment name: the flows are named as their deployments."""
+    return f"{name}/{name}"
+
+
+def submit(spec: dict[str, Any]) -> str:
+    """Start a campaign flow run on the deployment; returns the flow run id."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    check_api()
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment_name("bru-campaign"))
+        except ObjectNotFound:
+            raise ServiceError("no bru-campaign deployment on this Prefect server: run bru deploy first") from None
+    run = run_deployment(
+        deployment_name("bru-campaign"), parameters={"spec": spec}, timeout=0, flow_run_name=f"campaign {spec['name']}"
+    )
+    return str(run.id)
+
+
+def follow(
+    flow_run_id: str,
+    pool: str = POOL,
+    poll: float = 2.0,
+    warn_after: float = 30.0,
+    on_tick: Callable[[str, str | None], None] | None = None,
+) -> str:
+    """Wait for a flow run to end; returns its final state name. ``on_tick(state, note)``
+    is called every poll; ``note`` says when no worker has picked the run up."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(flow_run_id))
+            state = run.state
+            name = state.name if state is not None else "Unknown"
+            if state is not None and state.is_final():
+                return name
+            note = None
+            if (
+                state is not None
+                and (state.is_scheduled() or state.is_pending())
+                and time.monotonic() - started > warn_after
+            ):
+                workers = client.read_workers_for_work_pool(pool)
+                alive = [w for w in workers if w.status is not None and str(w.status.value).upper() == "ONLINE"]
+                note = (
+                    f"no worker is polling work pool {pool!r}: start one with bru worker --pool {pool}"
+                    if not alive
+                    else f"waiting for a free worker on {pool!r} ({len(alive)} online)"
+                )
+            if on_tick is not None:
+                on_tick(name, note)
+            time.sleep(poll)
