@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bru compare --dataset digits --model mlp4 -a relu -a elu -a eru:2 -a oru:3 --epochs 20 --seeds 3
+	$(BIN)/bru campaign run configs/quick.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest
