@@ -36,7 +36,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(campaign_app, name="campaign")
 
 # Wide tables when the output goes to a file or a pipe (rich would wrap them at 80).
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 err = Console(stderr=True)
 
 # --------------------------------------------------------------------------- helpers
@@ -736,6 +736,13 @@ def deploy(
             help="Slots of the gpu concurrency limit: GPUs in the whole pool (default: this machine's, at least 1)."
         ),
     ] = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option(help="Where workers find this code (default: this checkout; /opt/bru-lab in containers)."),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Worker image for docker/kubernetes pools (a job variable).")
+    ] = None,
 ) -> None:
     """Create the work pool, the gpu concurrency limit and the deployments (PREFECT_API_URL)."""
     from bru_core.settings import get_settings
@@ -743,9 +750,9 @@ def deploy(
     _prepare_prefect(get_settings())
     from flows.service import deploy as run_deploy
 
-    result = run_deploy(pool, pool_type, gpus)
+    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image)
     out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s), "
-              f"deployments {', '.join(result['deployments'])}", highlight=False)  # fmt: skip
+              f"deployments bru-campaign and bru-aggregate (code at {result['workdir']} on the workers)", highlight=False)  # fmt: skip
     out.print(f"next: bru worker --pool {result['pool']}   then: bru campaign submit SPEC --wait", highlight=False)
 
 

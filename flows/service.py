@@ -5,6 +5,8 @@ Everything here talks to a Prefect API (PREFECT_API_URL). The CLI commands ``bru
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -59,11 +61,33 @@ def _base_job_template(pool_type: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+CONTAINER_WORKDIR = "/opt/bru-lab"  # where infra/docker/Dockerfile puts the code
+
+
+def _workdir_storage(path: str):
+    """Flow code is read from this checkout to make the deployment; workers find it at ``path``."""
+    from prefect.runner.storage import LocalStorage
+
+    class WorkdirStorage(LocalStorage):
+        def to_pull_step(self) -> dict[str, Any]:
+            return {"prefect.deployments.steps.set_working_directory": {"directory": path}}
+
+    return WorkdirStorage(path)
+
+
 def deploy(
-    pool: str = POOL, pool_type: str = "process", gpus: int | None = None, source: Path = REPO
+    pool: str = POOL,
+    pool_type: str = "process",
+    gpus: int | None = None,
+    source: Path = REPO,
+    workdir: str | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """Create the work pool (if missing), set the ``gpu`` limit, and (re)create the
-    deployments ``bru-campaign`` and ``bru-aggregate`` from the source folder."""
+    deployments ``bru-campaign`` and ``bru-aggregate``. The flows are read from ``source``;
+    workers run them from ``workdir`` (default: the same folder for a process pool, the
+    image's /opt/bru-lab for docker and kubernetes pools)."""
+    from prefect import deploy as prefect_deploy
     from prefect import flow as prefect_flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -88,11 +112,24 @@ def deploy(
                 WorkPoolCreate(name=pool, type=pool_type, base_job_template=_base_job_template(pool_type))
             )
     slots = ensure_gpu_limit(gpus)
-    ids = {}
+    workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
+    job_variables = {"image": image} if image else {}
+    deployments = []
     for name, entrypoint in DEPLOYMENTS.items():
         loaded = prefect_flow.from_source(source=str(source), entrypoint=entrypoint)
-        ids[name] = str(loaded.deploy(name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False))
-    return {"api": url, "pool": pool, "type": pool_type, "gpu_slots": slots, "deployments": ids}
+        deployment = loaded.to_deployment(name=name, work_pool_name=pool, job_variables=job_variables)
+        deployment.storage = _workdir_storage(workdir)
+        deployments.append(deployment)
+    with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints its own table of deployments
+        ids = prefect_deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
+    return {
+        "api": url,
+        "pool": pool,
+        "type": pool_type,
+        "gpu_slots": slots,
+        "workdir": workdir,
+        "deployments": [str(i) for i in ids],
+    }
 
 
 def deployment_name(name: str) -> str:

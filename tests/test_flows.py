@@ -238,3 +238,38 @@ def test_campaign_run_with_missing_data_is_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "mnist not found" in lines[0] and "--download" in lines[0]
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
+def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_server, tmp_path, pool_type):
+    env = prefect_server.env(BRU_HOME=str(tmp_path / "home"))
+    pool = f"bru-{pool_type}"
+    result = _bru(
+        "deploy",
+        "--pool",
+        pool,
+        "--type",
+        pool_type,
+        "--image",
+        "registry.example/bru-lab-worker:1",
+        "--gpus",
+        "4",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "code at /opt/bru-lab on the workers" in result.stdout and "gpu limit 4 slot(s)" in result.stdout
+    work_pool = _api(prefect_server, f"/work_pools/{pool}")
+    assert work_pool["type"] == pool_type
+    template = json.loads((ROOT / "infra" / pool_type / "base-job-template.json").read_text())
+    assert work_pool["base_job_template"] == template
+    gpu_request = json.dumps(template)
+    assert ("nvidia.com/gpu" if pool_type == "kubernetes" else '"Driver": "nvidia"') in gpu_request
+    deployment = _api(prefect_server, "/deployments/name/bru-campaign/bru-campaign")
+    assert deployment["work_pool_name"] == pool
+    assert deployment["job_variables"] == {"image": "registry.example/bru-lab-worker:1"}
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/bru-lab"}}
+    ]
+    again = _bru("deploy", "--pool", pool, "--type", "process", env=env)
+    assert again.returncode == 2 and f"work pool {pool!r} exists with type {pool_type}" in again.stderr
