@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bru-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-services lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Service mode end to end: PostgreSQL, MLflow and Prefect servers and two workers as local
+# processes (infra/local/stack.sh), a campaign submitted to them, every store checked.
+test-services: $(STAMP)
+	bash infra/local/test-services.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check bru_core tests
-	$(BIN)/ruff format --check bru_core tests
+	$(BIN)/ruff check bru_core flows tests infra
+	$(BIN)/ruff format --check bru_core flows tests infra
 
 bench: $(STAMP)
 	$(BIN)/bru bench accuracy

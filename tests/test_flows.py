@@ -183,14 +183,16 @@ def test_gpu_slot_comes_back_after_a_killed_task(prefect_server, tmp_path):
         "search: {trials: 2, sampler: random, seed: 0, pruner: none, space: {lr: {low: 0.01, high: 0.02}}}\nrepeats: {seeds: [0]}\n"
     )
     assert _bru("deploy", env=env).returncode == 0
-    worker = subprocess.Popen([BRU, "worker", "--pool", "bru-gpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "w") as log:
+        worker = subprocess.Popen([BRU, "worker", "--pool", "bru-gpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=log, start_new_session=True)  # fmt: skip
     try:
         submitted = _bru("campaign", "submit", str(slow), env=env)
         assert submitted.returncode == 0, submitted.stderr
         flow_run_id = submitted.stdout.split("flow run ")[-1].strip()
         settings = get_settings(home=home)
-        deadline = time.time() + 180
+        deadline = time.time() + 300  # a loaded 2-core machine needs minutes to start a flow-run process
         while time.time() < deadline:  # until a trial is training (it holds the slot)
             try:
                 trials = optuna.load_study(study_name="slow/digits/mlp4/relu", storage=settings.optuna).trials
@@ -200,7 +202,8 @@ def test_gpu_slot_comes_back_after_a_killed_task(prefect_server, tmp_path):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("no trial started training")
+            state = _api(prefect_server, f"/flow_runs/{flow_run_id}", None).get("state_name")
+            pytest.fail(f"no trial started training; flow run {state}; worker log:\n{worker_log.read_text()[-3000:]}")
         assert _gpu_slots(prefect_server) == 1
         processes = _flow_run_processes(flow_run_id)
         assert processes
