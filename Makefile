@@ -26,8 +26,8 @@ test-services: $(STAMP)
 	bash infra/local/test-services.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check bru_core flows tests infra
-	$(BIN)/ruff format --check bru_core flows tests infra
+	$(BIN)/ruff check bru_core flows tests infra bench
+	$(BIN)/ruff format --check bru_core flows tests infra bench
 
 bench: $(STAMP)
 	$(BIN)/bru bench accuracy

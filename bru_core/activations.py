@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bru_core import kernels
+
 DEFAULT_RADIX = 2.0
 
 
@@ -116,36 +118,61 @@ def _oru_slope(z: Tensor, r: float) -> Tensor:
     return torch.exp2(_log2_u(z.abs(), r) * (1 / r - 1) + math.log2(r))
 
 
+_VALUES = {"eru": _eru_value, "oru": _oru_value}
+_SLOPES = {"eru": _eru_slope, "oru": _oru_slope}
+
+
 class _RadixFunction(torch.autograd.Function):
-    """value(z) forward; grad * slope(z) backward. Saves only z, as ELU does."""
+    """value(z) forward; grad * slope backward; one saved tensor, as ELU.
+
+    Eager: saves the input and recomputes the slope from it. Fused (bru_core.kernels):
+    one kernel each way, saving the output, from which the slope is cheaper (ELU's way).
+    A double backward (create_graph=True) takes differentiable eager ops on either path."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, r: float, family: str) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(z)
+    def forward(ctx, z: Tensor, r: float, family: str, fused: bool) -> Tensor:  # type: ignore[override]
         ctx.r, ctx.family = r, family
-        return (_eru_value if family == "eru" else _oru_value)(z, r)
+        value = kernels.forward(family, z, r) if fused else None
+        ctx.from_output = value is not None
+        if value is None:
+            ctx.save_for_backward(z)
+            return _VALUES[family](z, r)
+        ctx.save_for_backward(value)
+        return value
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (z,) = ctx.saved_tensors
-        slope = (_eru_slope if ctx.family == "eru" else _oru_slope)(z, ctx.r)
-        return grad_output * slope, None, None
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        (saved,) = ctx.saved_tensors
+        if not ctx.from_output:
+            return grad_output * _SLOPES[ctx.family](saved, ctx.r), None, None, None
+        if not torch.is_grad_enabled():
+            grad = kernels.backward(ctx.family, saved, grad_output, ctx.r)
+            if grad is not None:
+                return grad, None, None, None
+        return grad_output * kernels.eager_slope(ctx.family, saved, ctx.r), None, None, None
 
 
-def eru(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
-    """Exponential root unit (fast path; gradients of any order)."""
+def _radix_unit(family: str, z: Tensor, r: float, fused: bool | None) -> Tensor:
     r = _check_radix(r)
+    if fused is None:
+        fused = kernels.use_fused(z)
     if z.requires_grad and torch.is_grad_enabled():
-        return _RadixFunction.apply(z, r, "eru")
-    return _eru_value(z, r)
+        return _RadixFunction.apply(z, r, family, fused)
+    value = kernels.forward(family, z, r) if fused else None
+    return value if value is not None else _VALUES[family](z, r)
 
 
-def oru(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
-    """Odd root unit (fast path; gradients of any order)."""
-    r = _check_radix(r)
-    if z.requires_grad and torch.is_grad_enabled():
-        return _RadixFunction.apply(z, r, "oru")
-    return _oru_value(z, r)
+def eru(z: Tensor, r: float = DEFAULT_RADIX, fused: bool | None = None) -> Tensor:
+    """Exponential root unit (fast path; gradients of any order).
+
+    ``fused``: None picks the fused kernels where they are available (bru_core.kernels,
+    BRU_KERNELS), False forces the eager ops."""
+    return _radix_unit("eru", z, r, fused)
+
+
+def oru(z: Tensor, r: float = DEFAULT_RADIX, fused: bool | None = None) -> Tensor:
+    """Odd root unit (fast path; gradients of any order); ``fused`` as for eru."""
+    return _radix_unit("oru", z, r, fused)
 
 
 class _RadixUnit(nn.Module):
@@ -169,6 +196,19 @@ class ORU(_RadixUnit):
 
     def forward(self, z: Tensor) -> Tensor:
         return oru(z, self.radix)
+
+
+def warm_up_kernels(model: nn.Module, device: torch.device | str, dtypes: Sequence[torch.dtype]) -> bool:
+    """Build the fused kernels every ERU/ORU of ``model`` will use, before anything is
+    timed (the first build on a machine takes seconds). True if they are in use."""
+    if torch.device(device).type == "cpu" and kernels.kernel_mode() != "fused":
+        return False  # on the CPU only large tensors take them: built at the first one
+    units = {(type(m).__name__.lower(), m.radix) for m in model.modules() if isinstance(m, _RadixUnit)}
+    used = False
+    for family, radix in sorted(units):
+        for dtype in dtypes:
+            used = kernels.warm_up(family, radix, device, dtype) or used
+    return used
 
 
 # --------------------------------------------------------------------------- registry

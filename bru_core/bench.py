@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -19,7 +20,8 @@ from bru_core.activations import ERU, ORU, eru, eru_reference, oru, oru_referenc
 from bru_core.config import TrainConfig
 from bru_core.data import synthetic_data
 from bru_core.models import MODELS, parameter_count
-from bru_core.training import Trainer, resolve_device
+from bru_core.spec import CampaignSpec
+from bru_core.training import EVAL_BATCH_SIZE, Trainer, resolve_device
 
 
 def _cpu_name() -> str:
@@ -74,12 +76,20 @@ def _interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dic
 @dataclass
 class ActivationTiming:
     activation: str
-    path: str  # "eager" (torch's own kernel or PAPER.md's formula) or "fast" (bru_core)
+    # eager: torch's own kernel (ELU, ReLU, copy) or PAPER.md's formula as eager ops;
+    # compiled: torch.compile of that formula; inplace: bru_core's eager autograd Function;
+    # fused: bru_core.kernels (one generated kernel each way)
+    path: str
     device: str
     dtype: str
     n: int
     ms: float
     ratio_to_elu: float
+    gbps: float  # bytes a pointwise forward + backward must move (5 tensors), per second
+    copy_fraction: float  # gbps over a device-to-device copy's measured bandwidth
+
+
+ACTIVATION_PATHS = ("eager", "compiled", "inplace", "fused")
 
 
 def _activation_fn(spec: str, path: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -87,9 +97,16 @@ def _activation_fn(spec: str, path: str) -> Callable[[torch.Tensor], torch.Tenso
         return F.elu if spec == "elu" else F.relu
     parsed = parse_activation(spec)
     r = parsed.radix_first
-    if parsed.name == "eru":
-        return (lambda z: eru(z, r)) if path == "fast" else (lambda z: eru_reference(z, r))
-    return (lambda z: oru(z, r)) if path == "fast" else (lambda z: oru_reference(z, r))
+    fast, formula = (eru, eru_reference) if parsed.name == "eru" else (oru, oru_reference)
+    if path == "eager":
+        return lambda z: formula(z, r)
+    if path == "compiled":
+        return torch.compile(lambda z: formula(z, r), dynamic=False)
+    if path == "inplace":
+        return lambda z: fast(z, r, fused=False)
+    if path == "fused":
+        return lambda z: fast(z, r, fused=True)
+    raise ValueError(f"path: must be one of {', '.join(ACTIVATION_PATHS)}, got {path!r}")
 
 
 def bench_activations(
@@ -98,12 +115,14 @@ def bench_activations(
     rounds: int = 15,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    paths: Iterable[str] = ACTIVATION_PATHS,
 ) -> list[ActivationTiming]:
-    """Forward + backward of each activation on n values, against ELU."""
+    """Forward + backward of each activation on n values, against ELU and a plain copy."""
     dev = resolve_device(device)
     warm_cpu_kernels()
-    x = torch.randn(n, device=dev, dtype=dtype, generator=None).requires_grad_(True)
+    x = torch.randn(n, device=dev, dtype=dtype).requires_grad_(True)
     grad = torch.ones_like(x)
+    copy_target = torch.empty_like(x)
 
     def timer(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], float]:
         def run() -> float:
@@ -117,19 +136,37 @@ def bench_activations(
 
         return run
 
+    def copy() -> float:
+        _sync(dev)
+        start = time.perf_counter()
+        copy_target.copy_(x.detach())
+        _sync(dev)
+        return time.perf_counter() - start
+
     contenders = {("elu", "eager"): _activation_fn("elu", "eager"), ("relu", "eager"): _activation_fn("relu", "eager")}
     for spec in specs:
-        for path in ("eager", "fast"):
+        for path in paths:
             contenders[(spec, path)] = _activation_fn(spec, path)
-    runs = {key: timer(fn) for key, fn in contenders.items()}
-    for run in runs.values():  # warm the allocator and the kernels
+    runs: dict[tuple[str, str], Callable[[], float]] = {key: timer(fn) for key, fn in contenders.items()}
+    runs[("copy", "eager")] = copy
+    for run in runs.values():  # compile, warm the allocator and the kernels
+        run()
         run()
     medians = _interleaved(runs, rounds)
     elu = medians[("elu", "eager")]
-    return [
-        ActivationTiming(spec, path, str(dev), str(dtype).removeprefix("torch."), n, seconds * 1e3, seconds / elu)
-        for (spec, path), seconds in medians.items()
-    ]
+    size = x.element_size()
+    copy_gbps = 2 * n * size / medians[("copy", "eager")] / 1e9
+    rows = []
+    for (spec, path), seconds in medians.items():
+        moved = (2 if spec == "copy" else 5) * n * size
+        gbps = moved / seconds / 1e9
+        rows.append(
+            ActivationTiming(
+                spec, path, str(dev), str(dtype).removeprefix("torch."), n, seconds * 1e3, seconds / elu, gbps,
+                gbps / copy_gbps,
+            )
+        )  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -183,7 +220,7 @@ def bench_accuracy(radii: Iterable[float] = (0.5, 1.0, 1.5, 2.0, 3.0, 7.5)) -> l
 @dataclass
 class EpochTiming:
     activation: str
-    path: str  # "fast" (bru_core's eru/oru, or torch's own kernel) or "eager" (PAPER.md's formula)
+    path: str  # torch (ReLU, ELU); auto (bru's default choice), fused, inplace; eager (PAPER.md's formula)
     model: str
     dataset: str
     seconds: float
@@ -191,12 +228,18 @@ class EpochTiming:
     ratio_to_relu: float
 
 
-def _use_reference_formula(trainer: Trainer) -> None:
-    """Swap the model's ERU/ORU modules to PAPER.md's where/pow/exp composition."""
+def _swap_radix_units(trainer: Trainer, path: str) -> None:
+    """Make the model's ERU/ORU modules run one path: fused or inplace (bru_core's kernels
+    or eager ops, forced) or eager (PAPER.md's where/pow/exp composition); "auto" leaves
+    bru_core's own choice."""
     for module in trainer.model.modules():
-        if isinstance(module, (ERU, ORU)):
-            formula = eru_reference if isinstance(module, ERU) else oru_reference
-            module.forward = lambda z, r=module.radix, f=formula: f(z, r)  # type: ignore[method-assign]
+        if isinstance(module, (ERU, ORU)) and path != "auto":
+            if path == "eager":
+                formula = eru_reference if isinstance(module, ERU) else oru_reference
+                module.forward = lambda z, r=module.radix, f=formula: f(z, r)  # type: ignore[method-assign]
+            else:
+                fast, fused = (eru if isinstance(module, ERU) else oru), path == "fused"
+                module.forward = lambda z, r=module.radix, f=fast, k=fused: f(z, r, fused=k)  # type: ignore[method-assign]
 
 
 def bench_epochs(
@@ -206,20 +249,22 @@ def bench_epochs(
     rounds: int = 15,
     batch_size: int = 128,
     device: str = "cpu",
-    reference: bool = True,
+    paths: Iterable[str] = ("auto", "fused", "inplace", "eager"),
 ) -> list[EpochTiming]:
-    """Seconds of one training epoch per activation (training only, no evaluation); with
-    ``reference``, ERU/ORU are also timed with the formula composition."""
+    """Seconds of one training epoch per activation and path (training only, no
+    evaluation); torch's own activations have the one path "torch"."""
     warm_cpu_kernels()
     trainers: dict[tuple[str, str], Trainer] = {}
+    data = None
     for act in activations:
         config = TrainConfig(
             dataset=dataset, model=model, activation=act, batch_size=batch_size, lr=0.01, device=device
         )
-        trainers[(act, "fast")] = Trainer(config)
-        if reference and parse_activation(act).is_radix_family:
-            trainers[(act, "eager")] = Trainer(config, trainers[(act, "fast")].data)
-            _use_reference_formula(trainers[(act, "eager")])
+        for path in paths if parse_activation(act).is_radix_family else ["torch"]:
+            trainer = trainers[(act, path)] = Trainer(config, data)
+            data = trainer.data
+            if path != "torch":
+                _swap_radix_units(trainer, path)
     counter = dict.fromkeys(trainers, 0)
 
     def timer(key: tuple[str, str]) -> Callable[[], float]:
@@ -233,8 +278,92 @@ def bench_epochs(
     for run in runs.values():
         run()
     medians = _interleaved(runs, rounds)
-    elu, relu = medians.get(("elu", "fast"), float("nan")), medians.get(("relu", "fast"), float("nan"))
+    elu, relu = medians.get(("elu", "torch"), float("nan")), medians.get(("relu", "torch"), float("nan"))
     return [EpochTiming(act, path, model, dataset, s, s / elu, s / relu) for (act, path), s in medians.items()]
+
+
+# --------------------------------------------------------------------------- input pipeline
+
+
+@dataclass
+class PipelineTiming:
+    pipeline: str  # "bru" (uint8 on the device, batched) or "DataLoader+ToTensor"
+    model: str
+    activation: str
+    device: str
+    n_train: int
+    seconds_per_epoch: float
+    ratio_to_bru: float
+
+
+class _TutorialImages(torch.utils.data.Dataset):
+    """What torchvision.datasets.MNIST does per item: a PIL image from the uint8 array,
+    then the transform (ToTensor + Normalize), then an int label."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+        from torchvision import transforms
+
+        self.images, self.labels = images, labels
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index].squeeze(0).numpy())  # mode L
+        return self.transform(image), int(self.labels[index])
+
+
+def bench_input_pipeline(
+    model: str = "mlp8",
+    activation: str = "relu",
+    n_train: int = 12_800,
+    rounds: int = 3,
+    batch_size: int = 128,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> list[PipelineTiming]:
+    """An MNIST-shaped training epoch fed by bru_core.data (uint8 images resident on the
+    device, normalised a batch at a time) against the usual tutorial pipeline: a
+    torchvision-style dataset of PIL images with ToTensor and a DataLoader. Same model,
+    optimiser, batch size and number of images; interleaved rounds."""
+    warm_cpu_kernels()
+    dev = resolve_device(device)
+    data = synthetic_data("mnist", n_train=n_train, device=dev)
+    config = TrainConfig(dataset="mnist", model=model, activation=activation, batch_size=batch_size, device=device)
+    trainer = Trainer(config, data)
+    cpu_train = data.train.images.cpu(), data.train.labels.cpu()
+    dataset = _TutorialImages(*cpu_train, float(data.mean[0]), float(data.std[0]))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
+    tutorial_model = Trainer(config, data).model
+    optimizer = torch.optim.SGD(tutorial_model.parameters(), lr=config.lr, momentum=config.momentum)
+
+    def tutorial_epoch() -> float:
+        tutorial_model.train()
+        _sync(dev)
+        start = time.perf_counter()
+        for images, labels in loader:
+            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            loss = F.cross_entropy(tutorial_model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(dev)
+        return time.perf_counter() - start
+
+    epochs = iter(range(1, 1_000_000))
+    runs = {"bru": lambda: trainer.train_epoch(next(epochs))[2], "DataLoader+ToTensor": tutorial_epoch}
+    for run in runs.values():
+        run()
+    medians = _interleaved(runs, rounds)
+    return [
+        PipelineTiming(name, model, activation, str(dev), n_train, seconds, seconds / medians["bru"])
+        for name, seconds in medians.items()
+    ]
 
 
 # --------------------------------------------------------------------------- models
@@ -288,6 +417,158 @@ def bench_models(
                     per_batch * FULL_TRAIN[shape] / batch_size,
                 )
             )
+    return rows
+
+
+# --------------------------------------------------------------------------- campaign cost
+
+# Standard training and test set sizes (digits: scikit-learn's 1,797 images, 20% test).
+STANDARD_SIZES = {
+    "mnist": (60_000, 10_000),
+    "cifar10": (50_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "digits": (1_438, 359),
+}
+
+
+@dataclass
+class CostEstimate:
+    task: str
+    activation: str
+    device: str
+    seconds_per_epoch: float  # training split + one validation pass, full data set size
+    grid_hours: float  # the task's epochs once (one seed, no search)
+    campaign_hours: float  # (trials + seeds) x epochs: the spec as written, before pruning
+
+
+def estimate_campaign(
+    spec: CampaignSpec, device: str = "cpu", batches: int = 8, precision: str | None = None, compile: bool = False
+) -> list[CostEstimate]:
+    """Device-hours of a campaign from measured step times: each task x activation trains
+    ``batches`` batches of random images of the data set's shape (after warm-up batches),
+    times one validation pass, and extrapolates to the full data set and the spec's
+    epochs. Pruning makes a real search cheaper; data loading and tracking are not counted."""
+    warm_cpu_kernels()
+    dev = resolve_device(device)
+    runs_per_study = spec.search.trials + len(spec.repeats.seeds)
+    rows = []
+    for task in spec.tasks:
+        n_train_full, _ = STANDARD_SIZES[task.dataset]
+        for activation in spec.activations:
+            params = {"radix": 2.0} if parse_activation(activation).is_radix_family and ":" not in activation else {}
+            config = spec.train_config(task.name, activation, params, seed=0)
+            overrides = {"device": device, "compile": compile, "augment": False}
+            if precision is not None:
+                overrides["precision"] = precision
+            config = config.model_copy(update=overrides)
+            batch = config.batch_size
+            data = synthetic_data(task.dataset, n_train=batch * batches, n_val=EVAL_BATCH_SIZE, device=dev)
+            trainer = Trainer(config, data)
+            trainer.train_epoch(1)  # warm-up: kernels, allocator, compilation
+            seconds_train = trainer.train_epoch(2)[2]
+            _sync(dev)
+            started = time.perf_counter()
+            trainer.evaluate(data.val)
+            _sync(dev)
+            seconds_eval = time.perf_counter() - started
+            n_train = round(n_train_full * (1 - config.val_fraction))
+            n_val = n_train_full - n_train
+            per_epoch = seconds_train / (batch * batches) * n_train + seconds_eval / len(data.val) * n_val
+            grid = per_epoch * config.epochs / 3600
+            rows.append(CostEstimate(task.name, activation, str(dev), per_epoch, grid, grid * runs_per_study))
+    return rows
+
+
+@dataclass
+class PipelineOverhead:
+    campaign: str
+    prefect_start_s: float  # the temporary Prefect server's start, once per process
+    wall_s: float  # the campaign flow, from call to return (search, repeats, aggregation, report)
+    training_s: float  # inside train(), summed over the trials and repeats
+    runs: int
+    wall_over_training: float
+    trial_fixed_s: float  # per trial: first trial start to last trial end, less training, over trials
+    repeat_fixed_s: float  # the same for the repeats (each also logs and uploads its model)
+    campaign_fixed_s: float  # the rest of the wall time: set-up, aggregation, report, registry
+
+
+def pipeline_overhead(
+    campaign: str, prefect_start: float, wall: float, timings: list[tuple[str, float, float, float]]
+) -> PipelineOverhead:
+    """Split an embedded campaign's wall time into training and the costs around it, from
+    the runs' own start and end times (``Tracker.run_timings``)."""
+    if not timings:
+        raise ValueError(f"campaign {campaign!r} recorded no training time; is the tracking store the one it used?")
+    training = sum(t[3] for t in timings)
+    spans = {}
+    for role in ("trial", "repeat"):
+        mine = [t for t in timings if t[0] == role]
+        if mine:
+            span = max(t[2] for t in mine) - min(t[1] for t in mine)
+            spans[role] = (span, (span - sum(t[3] for t in mine)) / len(mine))
+    phases = sum(span for span, _ in spans.values())
+    return PipelineOverhead(
+        campaign, prefect_start, wall, training, len(timings), wall / training,
+        spans.get("trial", (0.0, 0.0))[1], spans.get("repeat", (0.0, 0.0))[1], wall - phases,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- scale-out
+
+
+@dataclass
+class ScaleRow:
+    workers: int
+    trials: int  # finished trials (the budget)
+    span_s: float  # first trial start to last trial end, from the study's own timestamps
+    trials_per_s: float
+    speedup: float  # trials_per_s over the one-worker figure
+    mean_trial_s: float  # one trial, start to end, as a worker saw it
+
+
+SCALE_SPEC = """name: {name}
+description: bru bench scale - short trials, to measure coordination, not compute
+tasks: [{{dataset: digits, model: mlp1, epochs: 1}}]
+activations: [relu]
+search: {{trials: {trials}, sampler: random, seed: 0, pruner: none, space: {{lr: {{low: 0.01, high: 0.1, log: true}}}}}}
+repeats: {{seeds: [0]}}
+"""
+
+
+def bench_scale(
+    workers: Iterable[int], trials: int, env: dict[str, str], optuna_storage: str, folder: Path
+) -> list[ScaleRow]:
+    """Trial throughput of 1, 2, 4... worker processes sharing one study (``bru search``
+    processes on the same Optuna storage and MLflow store). Trials are a one-epoch mlp1 on
+    digits, so the figure is the cost of coordination (Optuna, MLflow, the database)."""
+    import subprocess
+    import sys
+    import uuid
+
+    import optuna
+
+    rows: list[ScaleRow] = []
+    for count in workers:
+        name = f"scale-{count}w-{uuid.uuid4().hex[:6]}"
+        spec = folder / f"{name}.yaml"
+        spec.write_text(SCALE_SPEC.format(name=name, trials=trials))
+        command = [sys.executable, "-m", "bru_core", "search", str(spec), "--task", "digits/mlp1", "-a", "relu",
+                   "--no-repeats", "--json"]  # fmt: skip
+        processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        errors = [p.communicate()[1] for p in processes]
+        for process, error in zip(processes, errors, strict=True):
+            if process.returncode != 0:
+                raise RuntimeError(f"a bru search worker failed (exit {process.returncode}): {error.strip()[-500:]}")
+        study = optuna.load_study(study_name=f"{name}/digits/mlp1/relu", storage=optuna_storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        mean = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+        throughput = len(done) / span
+        speedup = throughput / rows[0].trials_per_s if rows else 1.0
+        rows.append(ScaleRow(count, len(done), span, throughput, speedup, mean))
     return rows
 
 

@@ -128,6 +128,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batch order and augmentation.")] = 0,
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = "fp32",
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (long runs on a GPU).")
+    ] = False,
     val_fraction: Annotated[float, typer.Option(help="Share of the training set held out for validation.")] = 0.1,
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Random crop + flip (default: on for CIFAR).")
@@ -149,6 +152,7 @@ def train(
             momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, batch_size=batch_size,
             schedule=schedule, seed=seed, device=device, precision=precision, val_fraction=val_fraction,
             augment=augment, test_every_epoch=test_every_epoch, data_dir=data_dir, download=download,
+            compile=compile_model,
         )
     )  # fmt: skip
     _check_writable(history, "--history")
@@ -859,18 +863,53 @@ def _bench_table(rows: list[dict[str, Any]], title: str, json_output: bool) -> N
 
 @bench_app.command("activations")
 def bench_activations_cmd(
-    n: Annotated[int, typer.Option(help="Number of float32 values.")] = 4_000_000,
+    n: Annotated[int, typer.Option(help="Number of values.")] = 4_000_000,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 15,
     device: DeviceOpt = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16; a comma list times each.")] = "float32",
+    activations: Annotated[str, typer.Option("--activations", "-a", help="Comma list.")] = "eru:2,eru:3,oru:2,oru:3",
+    paths: Annotated[
+        str, typer.Option(help="Comma list of eager, compiled, inplace, fused.")
+    ] = "eager,compiled,inplace,fused",
     json_output: JsonOpt = False,
 ) -> None:
-    """Forward + backward of ERU/ORU (reference formula and fast path) against ELU."""
-    from bru_core.bench import as_dicts, bench_activations
+    """Forward + backward of ERU/ORU on each path against ELU and a plain copy."""
+    import torch
+
+    from bru_core.bench import ACTIVATION_PATHS, as_dicts, bench_activations
 
     if n < 1 or rounds < 1:
         raise ConfigError("--n and --rounds: must be at least 1")
-    rows = as_dicts(bench_activations(n=n, rounds=rounds, device=device))
+    dtypes = []
+    for name in _comma_list(dtype):
+        if name not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"--dtype: {name!r} is not one of float32, bfloat16, float16")
+        dtypes.append(getattr(torch, name))
+    chosen_paths = _comma_list(paths)
+    for path in chosen_paths:
+        if path not in ACTIVATION_PATHS:
+            raise ConfigError(f"--paths: {path!r} is not one of {', '.join(ACTIVATION_PATHS)}")
+    specs = [_radix_activation(spec, "--activations") for spec in _comma_list(activations)]
+    rows = []
+    for chosen in dtypes:
+        rows += as_dicts(bench_activations(specs, n=n, rounds=rounds, device=device, dtype=chosen, paths=chosen_paths))
     _bench_table(rows, f"activation forward + backward, {n:,} values", json_output)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _radix_activation(spec: str, option: str) -> str:
+    from bru_core.activations import canonical_activation, parse_activation
+
+    try:
+        canonical = canonical_activation(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+    if not parse_activation(canonical).is_radix_family:
+        raise ConfigError(f"{option}: {spec!r} is not an ERU/ORU (eru:R or oru:R); ELU and ReLU are always timed")
+    return canonical
 
 
 @bench_app.command("accuracy")
@@ -914,6 +953,158 @@ def bench_epochs_cmd(
         raise ConfigError("--rounds: must be at least 1")
     rows = as_dicts(bench_epochs(model=model, dataset=dataset, rounds=rounds, device=device))
     _bench_table(rows, f"{dataset}/{model} training epoch", json_output)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    model: ModelOpt = "mlp8",
+    n_train: Annotated[int, typer.Option(help="MNIST-shaped training images for the input-pipeline epoch.")] = 12_800,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 5,
+    device: DeviceOpt = "cpu",
+    workers: Annotated[int, typer.Option(help="DataLoader workers for the tutorial pipeline.")] = 0,
+    epochs_rounds: Annotated[int, typer.Option(help="Rounds of the activation-epoch table (0 skips it).")] = 15,
+    json_output: JsonOpt = False,
+) -> None:
+    """Training throughput: bru's device-resident epoch against a torchvision DataLoader
+    with ToTensor, then an mlp8 digits epoch per activation and path against ELU."""
+    from bru_core.bench import as_dicts, bench_epochs, bench_input_pipeline
+
+    if n_train < 1 or rounds < 1 or epochs_rounds < 0 or workers < 0:
+        raise ConfigError("--n-train, --rounds: must be at least 1; --epochs-rounds, --workers: at least 0")
+    pipeline = as_dicts(
+        bench_input_pipeline(model=model, n_train=n_train, rounds=rounds, device=device, num_workers=workers)
+    )
+    epochs = as_dicts(bench_epochs(rounds=epochs_rounds, device=device)) if epochs_rounds else []
+    if json_output:
+        _print_json(
+            [{"benchmark": "input pipeline", **r} for r in pipeline] + [{"benchmark": "epoch", **r} for r in epochs]
+        )
+        return
+    _bench_table(pipeline, f"input pipeline: MNIST-shaped {model} epoch, {n_train:,} images", False)
+    if epochs:
+        _bench_table(epochs, "digits/mlp8 training epoch per activation", False)
+
+
+@bench_app.command("estimate")
+def bench_estimate_cmd(
+    spec: SpecArg,
+    device: DeviceOpt = "cpu",
+    batches: Annotated[int, typer.Option(help="Batches timed per task and activation.")] = 8,
+    precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (default: the spec's).")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile each model.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Device-hours of a campaign, from step times measured here (no data needed)."""
+    from bru_core.bench import as_dicts, estimate_campaign
+    from bru_core.spec import load_spec
+
+    if batches < 1:
+        raise ConfigError("--batches: must be at least 1")
+    if precision not in (None, "fp32", "bf16"):
+        raise ConfigError(f"--precision: must be fp32 or bf16, got {precision!r}")
+    campaign = load_spec(spec)
+    rows = as_dicts(
+        estimate_campaign(campaign, device=device, batches=batches, precision=precision, compile=compile_model)
+    )
+    grid = sum(r["grid_hours"] for r in rows)
+    total = sum(r["campaign_hours"] for r in rows)
+    if json_output:
+        _print_json([*rows, {"task": "total", "grid_hours": grid, "campaign_hours": total}])
+        return
+    _bench_table(rows, f"estimated cost of {campaign.name} on {rows[0]['device']}", False)
+    out.print(
+        f"total: {grid:.2f} device-hours for the grid (every task x activation once, {campaign.tasks[0].epochs} epochs"
+        f" for the first task), {total:.1f} for the campaign as written"
+        f" ({campaign.search.trials} trials + {len(campaign.repeats.seeds)} seeds per study, before pruning)"
+    )
+
+
+@bench_app.command("pipeline")
+def bench_pipeline_cmd(
+    spec: Annotated[Path, typer.Argument(help="Campaign spec to run embedded.")] = Path("configs/smoke.yaml"),
+    json_output: JsonOpt = False,
+) -> None:
+    """Orchestration overhead of an embedded campaign: its wall time against the time its
+    trials and repeats spent training, with Prefect's one-off start timed apart. Runs in
+    a fresh temporary bru home, so nothing is reused."""
+    import tempfile
+    import time
+
+    from bru_core.bench import as_dicts, pipeline_overhead
+    from bru_core.settings import get_settings
+    from bru_core.spec import load_spec
+    from bru_core.tracking import Tracker
+
+    campaign = load_spec(spec)
+    with tempfile.TemporaryDirectory(prefix="bru-bench-pipeline-") as home:
+        settings = get_settings(home=Path(home))
+        _preflight(campaign, settings)
+        _export_settings(settings)
+        _prepare_prefect(settings)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        started = time.perf_counter()
+        from flows.campaign import campaign as campaign_flow
+        from flows.service import ping
+
+        ping()  # the temporary Prefect server starts here, once per process
+        prefect_start = time.perf_counter() - started
+        started = time.perf_counter()
+        campaign_flow(campaign.model_dump(mode="json"))
+        wall = time.perf_counter() - started
+        with Tracker(settings) as tracker:
+            timings = tracker.run_timings(campaign.name)
+    row = pipeline_overhead(campaign.name, prefect_start, wall, timings)
+    _bench_table(as_dicts([row]), f"pipeline overhead, embedded campaign {campaign.name}", json_output)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    workers: Annotated[str, typer.Option(help="Comma list of worker counts.")] = "1,2,4",
+    trials: Annotated[int, typer.Option(help="Trials per study (the budget).")] = 40,
+    threads: Annotated[int, typer.Option(help="torch threads per worker (OMP_NUM_THREADS).")] = 1,
+    tracking_uri: TrackingOpt = None,
+    optuna_storage: StorageOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Trial throughput of 1, 2 and 4 worker processes on one PostgreSQL-backed study of
+    short trials (coordination cost, not compute). Needs the stack's PostgreSQL and
+    MLflow server: `eval "$(bash infra/local/stack.sh env)"` first."""
+    import tempfile
+
+    from bru_core.bench import as_dicts, bench_scale
+    from bru_core.settings import get_settings
+
+    counts = []
+    for part in _comma_list(workers):
+        if not part.isdigit() or int(part) < 1:
+            raise ConfigError(f"--workers: {part!r} is not a worker count (a whole number >= 1)")
+        counts.append(int(part))
+    if trials < 1 or threads < 1:
+        raise ConfigError("--trials and --threads: must be at least 1")
+    settings = get_settings(tracking_uri=tracking_uri, optuna_storage=optuna_storage)
+    if not settings.optuna.startswith("postgresql"):
+        raise ConfigError(
+            f"BRU_OPTUNA_STORAGE: bru bench scale needs a PostgreSQL storage, not {settings.optuna}; "
+            'start the stack and run eval "$(bash infra/local/stack.sh env)"'
+        )
+    if not str(settings.tracking_uri or "").startswith(("http://", "https://", "postgresql")):
+        raise ConfigError(
+            "BRU_TRACKING_URI: bru bench scale needs an MLflow server or a PostgreSQL store shared by the workers; "
+            'run eval "$(bash infra/local/stack.sh env)"'
+        )
+    # One thread per worker: the figure is about coordination, and on a small machine
+    # several 2-thread workers would measure CPU oversubscription instead.
+    env = dict(
+        os.environ,
+        BRU_OPTUNA_STORAGE=settings.optuna,
+        BRU_TRACKING_URI=str(settings.tracking_uri),
+        OMP_NUM_THREADS=str(threads),
+    )
+    with tempfile.TemporaryDirectory(prefix="bru-bench-scale-") as folder:
+        rows = as_dicts(bench_scale(counts, trials, env, settings.optuna, Path(folder)))
+    _bench_table(rows, f"scale-out: one study of {trials} one-epoch trials", json_output)
 
 
 @bench_app.command("models")

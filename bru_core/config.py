@@ -35,6 +35,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False  # torch.compile the whole model (worth it for long runs on a GPU)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)  # fixes the validation split, independent of seed
     augment: bool | None = None  # None: on for CIFAR, off otherwise

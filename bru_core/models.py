@@ -48,6 +48,7 @@ class ModelKind:
     name: str
     objective: str  # "classification" or "reconstruction"
     build: Callable[[DataInfo, str], nn.Sequential]
+    convolutional: bool = False  # trains in channels_last on a GPU
 
 
 def _mlp(depth: int) -> Callable[[DataInfo, str], nn.Sequential]:
@@ -110,8 +111,8 @@ def _convpool(info: DataInfo, activation: str) -> nn.Sequential:
 
 _FIXED: dict[str, ModelKind] = {
     "sae": ModelKind("sae", "reconstruction", _sae),
-    "lenet5": ModelKind("lenet5", "classification", _lenet5),
-    "convpool": ModelKind("convpool", "classification", _convpool),
+    "lenet5": ModelKind("lenet5", "classification", _lenet5, convolutional=True),
+    "convpool": ModelKind("convpool", "classification", _convpool, convolutional=True),
 }
 MODELS = ("mlp4", "mlp5", "mlp6", "mlp7", "mlp8", *_FIXED)
 

@@ -372,13 +372,20 @@ class StudySession:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
 
+            training_started = time.perf_counter()
+
+            def log_seconds() -> None:  # time in train(), for `bru bench pipeline`'s overhead figures
+                run.log_metrics({"seconds": time.perf_counter() - training_started})
+
             try:
                 history = train(config, on_epoch=on_epoch, data=data, evaluate_test=False)
             except optuna.TrialPruned:
+                log_seconds()
                 run.end("FINISHED", {"bru.state": "pruned"})
                 raise
             except NonFiniteLossError as exc:
                 trial.set_user_attr("failure", str(exc))
+                log_seconds()
                 run.end("FAILED", {"bru.failure": str(exc)})
                 raise
             except BaseException as exc:
@@ -389,6 +396,7 @@ class StudySession:
                 if history.final.get(key) is not None:
                     trial.set_user_attr(key, history.final[key])
             run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=config.epochs)
+            log_seconds()
             run.end("FINISHED", {"bru.state": "complete"})
             assert value is not None
             return value

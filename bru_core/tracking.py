@@ -363,6 +363,20 @@ class Tracker:
         if run is not None:
             self.client.log_artifacts(run.info.run_id, str(folder), "report")
 
+    def run_timings(self, campaign: str) -> list[tuple[str, float, float, float]]:
+        """(role, start, end, seconds in train()) of the campaign's trials and repeats, by
+        start time (epoch seconds), for `bru bench pipeline`'s overhead figures."""
+        experiment = self.client.get_experiment_by_name(campaign)
+        if experiment is None:
+            return []
+        timings = []
+        for role in ("trial", "repeat"):
+            for run in self.find_runs(experiment.experiment_id, {ROLE: role}):
+                if "seconds" in run.data.metrics and run.info.end_time:
+                    start, end = run.info.start_time / 1e3, run.info.end_time / 1e3
+                    timings.append((role, start, end, run.data.metrics["seconds"]))
+        return sorted(timings, key=lambda timing: timing[1])
+
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """A metric's values in step order."""
         return [

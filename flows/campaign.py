@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from bru_core.search import StudySession, prepare_campaign, register_best_model, run_repeats
 from bru_core.spec import CampaignSpec, parse_spec
 from flows.aggregate import aggregate_flow
-from flows.gpu import ensure_gpu_limit, gpu_slot
+from flows.gpu import ensure_gpu_limit, gpu_slot, release_idle_slots
 from flows.retries import RETRY_DELAYS, infrastructure_failure
 
 
@@ -108,6 +108,8 @@ def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True)
     studies = _studies(checked)
     searches = [run_search.with_options(task_run_name=f"study {t} {a}").submit(data, t, a) for t, a in studies]
     wait(searches)
+    if not repeats:
+        release_idle_slots()
     results = {"studies": [f.result() for f in searches]}  # re-raises a failed search
     if repeats:
         seeds = [
@@ -116,6 +118,7 @@ def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True)
             for s in checked.repeats.seeds
         ]
         wait(seeds)
+        release_idle_slots()  # the GPUs are free for other campaigns while this one aggregates
         results["repeats"] = [f.result() for f in seeds]
         for t, a in studies:
             register_best_model(checked, t, a)

@@ -7,6 +7,8 @@ after the lease (``BRU_GPU_LEASE_SECONDS``, default 300 s, at least 60) runs out
 
 from __future__ import annotations
 
+import atexit
+import contextvars
 import os
 import queue
 import threading
@@ -40,18 +42,111 @@ def lease_seconds() -> float:
     return max(60.0, float(os.environ.get("BRU_GPU_LEASE_SECONDS", "300")))
 
 
+class _SlotKeeper:
+    """Holds one slot of the ``gpu`` limit for one local device, in its own thread, and
+    lends it to this process's trials one after another.
+
+    Asking the server for a slot again after each trial costs about 2 s: Prefect's
+    limit counts recent refusals and makes the next request wait out the average
+    occupancy, even when nobody else is waiting. So a slot taken stays with the process
+    while its trials keep coming, and goes back after ``LINGER_SECONDS`` without one (or
+    at ``release_idle_slots``, or at exit). The lease is renewed all the while, and runs
+    out if the process dies, as before."""
+
+    LINGER_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.wanted = threading.Condition()
+        self.acquired = threading.Event()
+        self.error: BaseException | None = None
+        self.stop = False
+        self.holding = False
+        context = contextvars.copy_context()  # the caller's Prefect settings (e.g. a temporary server)
+        self.thread = threading.Thread(target=context.run, args=(self._hold,), name="bru-gpu-slot", daemon=True)
+        self.thread.start()
+
+    def _hold(self) -> None:
+        from prefect.concurrency.sync import concurrency
+
+        try:
+            with concurrency(GPU_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
+                self.holding = True
+                self.acquired.set()
+                with self.wanted:
+                    while not self.stop:
+                        idle = not self.busy
+                        if not self.wanted.wait(timeout=self.LINGER_SECONDS) and idle and not self.busy:
+                            self.stop = True  # nobody came back for it: return the slot
+        except BaseException as exc:  # handed to the waiting trial
+            self.error = exc
+        finally:
+            with self.wanted:
+                self.stop = True
+                self.holding = False
+            self.acquired.set()
+
+    def take(self) -> bool:
+        """True if the slot is held for the caller; False if this keeper is finishing."""
+        with self.wanted:
+            if self.stop:
+                return False
+            self.busy = True
+            self.wanted.notify_all()
+        self.acquired.wait()
+        if self.error is not None:
+            raise self.error
+        return self.holding
+
+    def give(self) -> None:
+        with self.wanted:
+            self.busy = False
+            self.wanted.notify_all()
+
+    def release(self) -> None:
+        with self.wanted:
+            self.stop = True
+            self.wanted.notify_all()
+        self.thread.join(timeout=30)
+
+
+_keepers: dict[str, _SlotKeeper] = {}
+
+
 @contextmanager
 def gpu_slot() -> Iterator[str]:
     """Hold one slot of the ``gpu`` limit and one local device for the body."""
-    from prefect.concurrency.sync import concurrency
-
-    with concurrency(GPU_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
-        devices = _pool()
-        device = devices.get()  # with more slots than local GPUs, wait for one to free up
+    # The local device first: threads of one process hand it over at once; then the
+    # cluster-wide slot, which other processes and workers contend for.
+    devices = _pool()
+    device = devices.get()
+    try:
+        while True:
+            with _lock:
+                keeper = _keepers.get(device)
+                if keeper is None or keeper.stop:
+                    keeper = _keepers[device] = _SlotKeeper()
+            if keeper.take():
+                break
+            keeper.give()  # it was finishing as we came: a fresh one
         try:
             yield device
         finally:
-            devices.put(device)
+            keeper.give()
+    finally:
+        devices.put(device)
+
+
+def release_idle_slots() -> None:
+    """Give back every slot this process holds (e.g. when its trials are all done)."""
+    with _lock:
+        keepers = list(_keepers.values())
+        _keepers.clear()
+    for keeper in keepers:
+        keeper.release()
+
+
+atexit.register(release_idle_slots)
 
 
 def ensure_gpu_limit(slots: int | None = None) -> int:

@@ -28,6 +28,18 @@ class ServiceError(BruError):
     """The Prefect service is not there, or not set up."""
 
 
+def ping() -> None:
+    """Run an empty flow: the first flow of a process without PREFECT_API_URL starts
+    Prefect's temporary server, and a benchmark wants that cost on its own."""
+    from prefect import flow
+
+    @flow(name="bru-ping")
+    def empty() -> None:
+        return None
+
+    empty()
+
+
 def api_url() -> str:
     from prefect.settings import PREFECT_API_URL
 

@@ -181,17 +181,6 @@ def test_models_table(capsys):
 # --------------------------------------------------------------------------- bench
 
 
-def test_bench_activations_json(capsys):
-    code, out, _ = run(capsys, "bench", "activations", "--n", "20000", "--rounds", "2", "--json")
-    assert code == 0
-    rows = json.loads(out.strip().splitlines()[-1])
-    keys = {"activation", "path", "device", "dtype", "n", "ms", "ratio_to_elu"}
-    assert all(keys <= set(row) for row in rows)
-    assert {(r["activation"], r["path"]) for r in rows} >= {("eru:2", "fast"), ("oru:3", "eager"), ("elu", "eager")}
-    elu = next(r for r in rows if r["activation"] == "elu")
-    assert elu["ratio_to_elu"] == 1.0
-
-
 def test_bench_accuracy_json(capsys):
     code, out, _ = run(capsys, "bench", "accuracy", "--json")
     assert code == 0
@@ -204,10 +193,64 @@ def test_bench_epochs_json(capsys):
     code, out, _ = run(capsys, "bench", "epochs", "--model", "mlp4", "--rounds", "1", "--json")
     assert code == 0
     rows = json.loads(out.strip().splitlines()[-1])
-    fast = [r["activation"] for r in rows if r["path"] == "fast"]
-    assert fast == ["relu", "elu", "eru:2", "eru:3", "oru:2", "oru:3"]
-    assert [r["activation"] for r in rows if r["path"] == "eager"] == ["eru:2", "eru:3", "oru:2", "oru:3"]
+    assert [r["activation"] for r in rows if r["path"] == "torch"] == ["relu", "elu"]
+    for path in ("auto", "fused", "inplace", "eager"):
+        assert [r["activation"] for r in rows if r["path"] == path] == ["eru:2", "eru:3", "oru:2", "oru:3"]
     assert all(r["seconds"] > 0 for r in rows)
+    assert next(r for r in rows if r["activation"] == "elu")["ratio_to_elu"] == 1
+
+
+def test_bench_activations_json_fields(capsys):
+    code, out, _ = run(capsys, "bench", "activations", "--n", "5000", "--rounds", "1", "-a", "eru:3,oru:2", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    keys = {"activation", "path", "device", "dtype", "n", "ms", "ratio_to_elu", "gbps", "copy_fraction"}
+    assert all(keys <= set(r) for r in rows)
+    assert {(r["activation"], r["path"]) for r in rows} == {("elu", "eager"), ("relu", "eager"), ("copy", "eager")} | {
+        (a, p) for a in ("eru:3", "oru:2") for p in ("eager", "compiled", "inplace", "fused")
+    }
+    assert all(r["n"] == 5000 and r["dtype"] == "float32" and r["device"] == "cpu" and r["ms"] > 0 for r in rows)
+    assert next(r for r in rows if r["activation"] == "elu")["ratio_to_elu"] == 1.0
+    assert next(r for r in rows if r["activation"] == "copy")["copy_fraction"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-a", "relu"], "--activations: 'relu' is not an ERU/ORU"),
+        (["-a", "eru:0"], "--activations: activation 'eru:0': radix must be"),
+        (["--dtype", "float8"], "--dtype: 'float8' is not one of"),
+        (["--paths", "turbo"], "--paths: 'turbo' is not one of eager, compiled, inplace, fused"),
+        (["--n", "0"], "--n and --rounds: must be at least 1"),
+    ],
+)
+def test_bench_activations_bad_options(capsys, args, message):
+    code, _, error = run(capsys, "bench", "activations", *args)
+    assert code == 2 and message in error, error
+
+
+def test_bench_train_json(capsys):
+    code, out, _ = run(
+        capsys,
+        "bench",
+        "train",
+        "--model",
+        "mlp2",
+        "--n-train",
+        "512",
+        "--rounds",
+        "1",
+        "--epochs-rounds",
+        "0",
+        "--json",
+    )
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [(r["benchmark"], r["pipeline"]) for r in rows] == [
+        ("input pipeline", "bru"),
+        ("input pipeline", "DataLoader+ToTensor"),
+    ]
+    assert rows[0]["ratio_to_bru"] == 1 and rows[1]["seconds_per_epoch"] > 0
 
 
 @pytest.mark.slow

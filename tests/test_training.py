@@ -209,5 +209,15 @@ def test_cuda_training_matches_the_cpu_closely(digits):
     assert gpu.final["val_loss"] == pytest.approx(cpu.final["val_loss"], rel=0.05)
 
 
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(digits):
+    """compile: true (torch.compile of the whole model, the ERU formulas traced with it)."""
+    eager = train({"model": "mlp2", "activation": "eru:3", "epochs": 2}, data=digits)
+    compiled = train({"model": "mlp2", "activation": "eru:3", "epochs": 2, "compile": True}, data=digits)
+    assert compiled.config["compile"] is True
+    assert compiled.final["val_loss"] == pytest.approx(eager.final["val_loss"], rel=1e-4)
+    assert [e.train_loss for e in compiled.epochs] == pytest.approx([e.train_loss for e in eager.epochs], rel=1e-4)
+
+
 def test_activation_spec_is_stored_canonically():
     assert TrainConfig.parse({"activation": "ERU:2.0"}).activation == "eru:2"

@@ -1,0 +1,294 @@
+"""Fused ERU/ORU kernels: one generated loop for the forward, one for the backward.
+
+bru_core.activations writes ERU and ORU as a chain of eager ops; on a large tensor each op
+is one more pass over memory, and on a small one each costs a dispatch. Here the same
+formulas go through ``torch.compile`` (Inductor), which fuses each direction into a single
+kernel: a vectorised C++/OpenMP loop on the CPU (needs a C++ compiler), a Triton kernel on
+CUDA. The radix is a runtime argument, so a radix search compiles nothing new; r = 2 has
+its own kernels built on sqrt/rsqrt, as in the eager path.
+
+* The forward reads z and writes y = f(z); the backward reads y and the incoming gradient
+  and writes the gradient: the only saved tensor is the output, as for ELU, and the slope
+  from it needs no transcendental for r = 2 and 3.
+* Every kernel works on the flat storage of a dense tensor (contiguous or channels_last),
+  so one compiled kernel serves every shape and layout, and low-precision inputs are
+  computed in float32 and rounded once.
+* ``BRU_KERNELS`` chooses: ``auto`` (the default: fused where a compiler is found, on
+  CUDA always and on the CPU for tensors of at least ``CPU_FUSED_MIN_NUMEL`` elements,
+  where they pay off; otherwise eager, with one warning if no compiler), ``fused`` (fused
+  for every tensor; fail loudly if they cannot be built), or ``eager``.
+  ``set_kernel_mode`` does the same from Python.
+
+Compiling costs a few seconds per kernel the first time on a machine; Inductor keeps the
+result in its on-disk cache, so later processes load it. ``warm_up`` does that before any
+timing starts (bru_core.training calls it on CUDA, where every activation is fused).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+KernelMode = Literal["auto", "fused", "eager"]
+KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
+_LOG2_E = 1 / math.log(2)
+
+
+class KernelUnavailableError(RuntimeError):
+    """BRU_KERNELS=fused, and the fused kernels cannot be built on this device."""
+
+
+# --------------------------------------------------------------------------- formulas
+# Out-of-place, pointwise, in float32: Inductor fuses each function into one loop.
+# p holds the radix constants (see _radix_constants); the forward's log2/exp2 form is that
+# of bru_core.activations, term for term, so the two paths round alike.
+#
+# The backward works from the saved output y, as ELU's does, because the slope is cheap
+# there: with w = u^(1/r) (ERU: y + 1/r above zero; ORU: |y| + 1), f'(z) = r w^(1 - r),
+# and below zero ERU's slope is r (y + 1/r). For r = 2 and 3 that is a division, no
+# transcendental at all; for other radices one log2 and one exp2. Like ELU's, the slope far
+# below zero is exact to within float32 rounding of y (absolute, not relative, error).
+
+
+def _log2_u(a: Tensor, p: Tensor) -> Tensor:
+    return torch.log2(a * p[0] + p[1]) + p[2]  # log2(r^2 a + 1), scaled by 2^-k against overflow
+
+
+def _eru_forward(z: Tensor, p: Tensor) -> Tensor:
+    x = z.float()
+    log2_w = _log2_u(torch.relu(x), p) * p[3] + torch.clamp(x, max=0) * p[4]
+    return (torch.exp2(log2_w) - p[3]).to(z.dtype)
+
+
+def _oru_forward(z: Tensor, p: Tensor) -> Tensor:
+    x = z.float()
+    return (torch.exp2(_log2_u(x.abs(), p) * p[3]) - 1.0).copysign(x).to(z.dtype)
+
+
+def _eru2_forward(z: Tensor, p: Tensor) -> Tensor:
+    x = z.float()  # u^(1/2) = 2 sqrt(a + 1/4), exact scalings
+    half_w = torch.sqrt(torch.relu(x) + 0.25) * torch.exp(torch.clamp(x, max=0) * 2.0)
+    return ((half_w - 0.25) * 2.0).to(z.dtype)
+
+
+def _oru2_forward(z: Tensor, p: Tensor) -> Tensor:
+    x = z.float()
+    return (torch.sqrt(x.abs() + 0.25) * 2.0 - 1.0).copysign(x).to(z.dtype)
+
+
+def _power_slope(w: Tensor, p: Tensor, kind: str) -> Tensor:
+    """r w^(1 - r) for w >= 1."""
+    if kind == "2":
+        return 2.0 / w
+    if kind == "3":
+        return 3.0 / (w * w)
+    return p[7] * torch.exp2(torch.log2(w) * p[8])
+
+
+def slope_from_output(family: str, y: Tensor, p: Tensor, kind: str) -> Tensor:
+    """f'(z) from y = f(z), in float32, with differentiable ops (a double backward uses
+    it as it is). At z = 0 it is exactly r: the clamps keep w at 1 there."""
+    v = y.float()
+    if family == "oru":
+        return _power_slope(v.abs() + 1.0, p, kind)
+    w = v + p[3]
+    above = v >= 1.0 - p[3]  # y at z = 0, rounded as the forward rounds it
+    return torch.where(above, _power_slope(torch.clamp(w, min=1.0), p, kind), p[7] * torch.clamp(w, max=1.0))
+
+
+def _backward(family: str, kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    def backward(y: Tensor, grad: Tensor, p: Tensor) -> Tensor:
+        return (grad.float() * slope_from_output(family, y, p, kind)).to(grad.dtype)
+
+    backward.__name__ = backward.__qualname__ = f"_{family}{kind}_backward"
+    return backward
+
+
+_FORWARDS = {("eru", "2"): _eru2_forward, ("oru", "2"): _oru2_forward, "eru": _eru_forward, "oru": _oru_forward}
+
+
+def radix_kind(r: float) -> str:
+    """Which kernels a radix gets: its own for 2 and 3, the general ones otherwise."""
+    return "2" if r == 2 else "3" if r == 3 else "any"
+
+
+def _radix_constants(r: float) -> list[float]:
+    k = max(0, math.ceil(2 * math.log2(r)))  # r^2 <= 2^k: u / 2^k cannot overflow
+    scale = 2.0**-k
+    return [r * r * scale, scale, float(k), 1 / r, r * _LOG2_E, 1 / r - 1, math.log2(r), r, 1 - r]
+
+
+# --------------------------------------------------------------------------- compiled kernels
+
+_lock = threading.Lock()
+_compiled: dict[tuple[str, str], tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {}
+_constants: dict[tuple[float, torch.device], Tensor] = {}
+_broken: dict[str, str] = {}  # device type -> why the kernels could not be built there
+_mode_override: KernelMode | None = None
+
+
+def kernel_mode() -> KernelMode:
+    mode = _mode_override or os.environ.get("BRU_KERNELS", "auto").strip().lower() or "auto"
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"BRU_KERNELS: must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def set_kernel_mode(mode: KernelMode | None) -> None:
+    """Override BRU_KERNELS for this process (None: back to the variable)."""
+    global _mode_override
+    if mode is not None and mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
+    _mode_override = mode
+
+
+@functools.cache  # once per process: a PATH search per call cost more than the kernel
+def _compiler_problem(device_type: str) -> str | None:
+    if device_type == "cpu":
+        if not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
+            return "no C++ compiler (g++, c++ or clang++) on PATH for Inductor's CPU kernels"
+        return None
+    if device_type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed, Inductor's CUDA kernels need it"
+        return None
+    return f"no fused kernels for device type {device_type!r}"
+
+
+def _kernels(family: str, r: float) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    key = (family, radix_kind(r))
+    with _lock:
+        if key not in _compiled:
+            forward = _FORWARDS.get(key, _FORWARDS[family])
+            _compiled[key] = (
+                torch.compile(forward, dynamic=True, fullgraph=True),
+                torch.compile(_backward(*key), dynamic=True, fullgraph=True),
+            )
+        return _compiled[key]
+
+
+def _params(r: float, device: torch.device) -> Tensor:
+    key = (r, device)
+    found = _constants.get(key)
+    if found is None:
+        found = _constants[key] = torch.tensor(_radix_constants(r), dtype=torch.float32, device=device)
+    return found
+
+
+# Below this many elements a CPU call of a compiled kernel costs more than it saves:
+# about 75 us of dispatch per call (dynamo's guards, AOT and Inductor wrappers) against a
+# few us per eager op. Measured on the 2-core development VM (docs/benchmarks.md, "small tensors"): fused
+# wins from about 64K elements. CUDA launches cost the eager path more: fused always.
+CPU_FUSED_MIN_NUMEL = 65_536
+
+
+def use_fused(z: Tensor) -> bool:
+    """Whether eru/oru should run the fused kernels on z: where they are available and,
+    in ``auto`` mode on the CPU, where z is large enough for them to pay off."""
+    if z.device.type == "cpu" and z.numel() < CPU_FUSED_MIN_NUMEL and kernel_mode() != "fused":
+        return False  # checked first: the common case of small layers stays cheap
+    return z.numel() > 0 and _fused_allowed(z.device, z.dtype)
+
+
+def _fused_allowed(device: torch.device, dtype: torch.dtype) -> bool:
+    if not dtype.is_floating_point or dtype == torch.float64:
+        return False  # float64 keeps the eager path: the kernels compute in float32
+    if torch.compiler.is_compiling():
+        return False  # inside a user's torch.compile the eager formulas fuse with the model
+    mode = kernel_mode()
+    if mode == "eager":
+        return False
+    problem = _broken.get(device.type) or _compiler_problem(device.type)
+    if problem is None:
+        return True
+    if mode == "fused":
+        raise KernelUnavailableError(f"BRU_KERNELS=fused: {problem}; set BRU_KERNELS=eager or auto")
+    if device.type not in _broken:
+        _broken[device.type] = problem
+        warnings.warn(f"bru: fused ERU/ORU kernels off on {device.type}: {problem}", RuntimeWarning, stacklevel=4)
+    return False
+
+
+def _flat(t: Tensor) -> Tensor | None:
+    """The elements of a dense tensor in memory order, as a 1-D tensor on the same storage
+    (None if not dense). Not a view: a view would make the compiled graph guard on the
+    shape of its base, and compile again for every rank and layout."""
+    if not (t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
+        return None
+    flat = torch.empty(0, dtype=t.dtype, device=t.device)
+    return flat.set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
+
+
+def _run(kernel: Callable[..., Tensor], z: Tensor, *rest: Tensor) -> Tensor:
+    """kernel over z's flat storage, the result laid out like z."""
+    z = z.detach()  # requires_grad is part of what a compiled graph is specialised on
+    flat = _flat(z)
+    if flat is None:
+        z = z.contiguous()
+        flat = _flat(z)
+    others = []
+    for t in rest:
+        if t.shape != z.shape or t.stride() != z.stride():
+            t = torch.empty_like(z, dtype=t.dtype).copy_(t)  # same layout as z
+        others.append(_flat(t.detach()))
+    # Grad mode on (the inputs are detached, so nothing is recorded): one compiled graph
+    # whatever the caller's mode, and the fast one. Measured here (torch 2.14.1, CPU):
+    # the same kernel compiled under no_grad or inference_mode runs about 2x slower.
+    with torch.enable_grad():
+        out = kernel(flat, *others)
+    return out.as_strided(z.shape, z.stride())  # out is dense and in z's memory order
+
+
+def _guarded(family: str, r: float, device: torch.device, call: Callable[[], Tensor]) -> Tensor | None:
+    try:
+        return call()
+    except Exception as exc:  # a failed build: say why once, then stay on the eager path
+        if kernel_mode() == "fused":
+            raise KernelUnavailableError(f"BRU_KERNELS=fused: building the {family} kernels failed: {exc}") from exc
+        _broken[device.type] = f"building the {family} kernels failed ({type(exc).__name__}: {exc})"
+        warnings.warn(
+            f"bru: fused ERU/ORU kernels off on {device.type}: {_broken[device.type]}", RuntimeWarning, stacklevel=4
+        )
+        return None
+
+
+def forward(family: str, z: Tensor, r: float) -> Tensor | None:
+    """f(z) by the fused kernel, or None if it could not be built (use the eager path)."""
+    kernel = _kernels(family, r)[0]
+    return _guarded(family, r, z.device, lambda: _run(lambda x: kernel(x, _params(r, z.device)), z))
+
+
+def backward(family: str, y: Tensor, grad: Tensor, r: float) -> Tensor | None:
+    """grad * f'(z) from the forward's output y = f(z) by the fused kernel, or None if it
+    could not be built."""
+    kernel = _kernels(family, r)[1]
+    return _guarded(family, r, y.device, lambda: _run(lambda x, g: kernel(x, g, _params(r, y.device)), y, grad))
+
+
+def eager_slope(family: str, y: Tensor, r: float) -> Tensor:
+    """f'(z) from y = f(z) with differentiable eager ops, in y's dtype (double backward)."""
+    return slope_from_output(family, y, _params(r, y.device), radix_kind(r)).to(y.dtype)
+
+
+def warm_up(family: str, r: float, device: torch.device | str, dtype: torch.dtype = torch.float32) -> bool:
+    """Build (or load from the cache) the kernels for this family, radix kind, device and
+    dtype, before anything is timed. True if the fused kernels will be used."""
+    z = torch.linspace(-2, 2, 64, device=device, dtype=dtype)
+    if not _fused_allowed(z.device, dtype):
+        return False
+    y = forward(family, z, r)
+    built = y is not None and backward(family, y, torch.ones_like(y), r) is not None
+    with torch.inference_mode():  # evaluation passes: inference tensors get their own graph
+        inference = torch.linspace(-2, 2, 64, device=device, dtype=dtype)
+        return built and forward(family, inference, r) is not None

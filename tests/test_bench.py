@@ -1,0 +1,91 @@
+"""The speed benchmarks' commands (bru bench estimate, pipeline, scale): they run, their
+JSON has the documented fields, and bad options or stores give one clear line and exit 2.
+The figures themselves go to docs/benchmarks.md; no test asserts a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bru_core.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_estimate_smoke_json(capsys):
+    code, out, _ = run(capsys, "bench", "estimate", SMOKE, "--batches", "1", "--json")
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    *studies, total = rows
+    assert [(r["task"], r["activation"]) for r in studies] == [("digits/mlp4", "relu"), ("digits/mlp4", "eru:2")]
+    assert all(
+        r["seconds_per_epoch"] > 0 and r["campaign_hours"] == pytest.approx(5 * r["grid_hours"]) for r in studies
+    )
+    assert total["task"] == "total" and total["grid_hours"] == pytest.approx(sum(r["grid_hours"] for r in studies))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["estimate", SMOKE, "--precision", "fp16"], "--precision: must be fp32 or bf16"),
+        (["estimate", SMOKE, "--batches", "0"], "--batches: must be at least 1"),
+        (["estimate", "missing.yaml"], "missing.yaml"),
+        (["scale", "--workers", "1,0"], "--workers: '0' is not a worker count"),
+        (["scale", "--trials", "0"], "--trials and --threads: must be at least 1"),
+        (
+            ["scale", "--optuna-storage", "sqlite:////tmp/x.db"],
+            "BRU_OPTUNA_STORAGE: bru bench scale needs a PostgreSQL",
+        ),
+        (
+            ["scale", "--optuna-storage", "postgresql+psycopg://u@127.0.0.1:1/x", "--tracking-uri", "/tmp/mlruns"],
+            "BRU_TRACKING_URI: bru bench scale needs an MLflow server",
+        ),
+    ],
+)
+def test_bad_bench_options(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("BRU_HOME", str(tmp_path / "home"))
+    code, _, error = run(capsys, "bench", *args)
+    assert code == 2 and message in error, error
+    lines = [line for line in error.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+@pytest.mark.slow
+def test_scale_on_postgresql(capsys, monkeypatch, tmp_path, postgres_url, mlflow_server):
+    monkeypatch.setenv("BRU_HOME", str(tmp_path / "home"))
+    code, out, error = run(
+        capsys, "bench", "scale", "--workers", "1,2", "--trials", "6", "--optuna-storage", postgres_url,
+        "--tracking-uri", mlflow_server.uri, "--json",
+    )  # fmt: skip
+    assert code == 0, error
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [(r["workers"], r["trials"]) for r in rows] == [(1, 6), (2, 6)]  # exactly the budget, shared
+    assert rows[0]["speedup"] == 1.0 and all(r["trials_per_s"] > 0 and r["mean_trial_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_pipeline_on_the_smoke_campaign(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRU_", "PREFECT_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "bru_core", "bench", "pipeline", SMOKE, "--json"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["runs"] == 10  # 6 trials + 4 repeats, each with its training seconds
+    assert row["prefect_start_s"] > 0 and row["wall_s"] > row["training_s"] > 0
+    assert row["wall_over_training"] == pytest.approx(row["wall_s"] / row["training_s"])
+    assert 0 < row["trial_fixed_s"] < row["wall_s"] and 0 < row["repeat_fixed_s"] < row["wall_s"]
+    assert 0 < row["campaign_fixed_s"] < row["wall_s"]

@@ -1,0 +1,211 @@
+"""The fused ERU/ORU kernels (bru_core.kernels) against the eager path and the formula.
+
+Like timm's fast-vs-reference activation tests: the fused kernels must give the values and
+gradients of PAPER.md's formula within float32 rounding, keep one saved tensor, keep the
+layout of their input, compile nothing new for a new radix, and step aside cleanly where
+they cannot be built."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from bru_core import kernels
+from bru_core.activations import ERU, eru, eru_reference, oru, oru_reference, warm_up_kernels
+
+FUNCTIONS = {"eru": (eru, eru_reference), "oru": (oru, oru_reference)}
+RADII = [0.5, 1.0, 1.5, 2.0, 3.0, 7.5]
+EPS32 = torch.finfo(torch.float32).eps
+
+pytestmark = pytest.mark.skipif(
+    kernels._compiler_problem("cpu") is not None, reason="fused CPU kernels need a C++ compiler"
+)
+
+
+@pytest.fixture(autouse=True)
+def _auto_mode(monkeypatch):
+    monkeypatch.delenv("BRU_KERNELS", raising=False)
+    kernels.set_kernel_mode(None)
+    kernels._compiler_problem.cache_clear()
+    yield
+    kernels.set_kernel_mode(None)
+    kernels._broken.clear()
+    kernels._compiler_problem.cache_clear()
+
+
+def _points() -> torch.Tensor:
+    grid = torch.linspace(-40, 40, 8001, dtype=torch.float64)
+    draws = torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    return torch.cat([grid, draws, torch.tensor([0.0, -0.0, 1e-30, -1e-30], dtype=torch.float64)])
+
+
+def _relative_eps(got: torch.Tensor, exact: torch.Tensor) -> float:
+    return float(((got.double() - exact).abs() / exact.abs().clamp(min=1)).max()) / EPS32
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+@pytest.mark.parametrize("r", RADII)
+def test_fused_values_and_gradients_equal_the_formula_within_float32_rounding(family, r):
+    fast, reference = FUNCTIONS[family]
+    z64 = _points()
+    exact_z = z64.clone().requires_grad_(True)
+    exact = reference(exact_z, r)
+    exact.backward(torch.ones_like(exact))
+    exact_slope = exact_z.grad
+    exact_slope[z64 == 0] = r  # the formula's autograd slope at 0 is wrong (test_activations)
+    z = z64.float().requires_grad_(True)
+    value = fast(z, r, fused=True)
+    value.backward(torch.ones_like(value))
+    assert _relative_eps(value.detach(), exact.detach()) < 8
+    assert _relative_eps(z.grad, exact_slope) < 8
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+@pytest.mark.parametrize("r", [2.0, 3.0])
+def test_fused_and_eager_paths_agree(family, r):
+    fast, _ = FUNCTIONS[family]
+    z = (torch.randn(64, 129, generator=torch.Generator().manual_seed(1)) * 5).requires_grad_(True)
+    grad = torch.randn(64, 129, generator=torch.Generator().manual_seed(2))
+    fused = fast(z, r, fused=True)
+    (fused_grad,) = torch.autograd.grad(fused, z, grad)
+    eager = fast(z, r, fused=False)
+    (eager_grad,) = torch.autograd.grad(eager, z, grad)
+    torch.testing.assert_close(fused, eager, rtol=4 * EPS32, atol=4 * EPS32)
+    torch.testing.assert_close(fused_grad, eager_grad, rtol=4 * EPS32, atol=4 * EPS32)
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+@pytest.mark.parametrize("r", [2.0, 3.0])
+def test_slope_at_zero_is_exactly_r(family, r):
+    fast, _ = FUNCTIONS[family]
+    z = torch.zeros(8, requires_grad=True)
+    fast(z, r, fused=True).sum().backward()
+    assert torch.all(z.grad == r)
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_non_finite_inputs(family):
+    fast, reference = FUNCTIONS[family]
+    z = torch.tensor([math.nan, -math.inf, math.inf, 3.4e38, -3.4e38])
+    got = fast(z, 3.0, fused=True)
+    assert math.isnan(got[0])
+    assert torch.equal(got[1:].isfinite(), reference(z[1:].double(), 3.0).isfinite())
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_backward_keeps_one_saved_tensor(family):
+    fast, _ = FUNCTIONS[family]
+    saved = []
+    z = torch.randn(32, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        value = fast(z, 3.0, fused=True)
+    assert len(saved) == 1 and saved[0].data_ptr() == value.data_ptr()  # the output, as ELU
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_second_derivatives_stay_exact_with_fused_kernels(family):
+    """create_graph=True takes the differentiable eager slope."""
+    fast, _ = FUNCTIONS[family]
+    z = torch.randn(50, dtype=torch.float32, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    results = []
+    for fused in (True, False):
+        (slope,) = torch.autograd.grad(fast(z, 3.0, fused=fused).sum(), z, create_graph=True)
+        (curvature,) = torch.autograd.grad(slope.sum(), z)
+        results.append((slope.detach(), curvature))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_layouts_are_kept():
+    z = torch.randn(4, 6, 5, 7).to(memory_format=torch.channels_last).requires_grad_(True)
+    value = eru(z, 3.0, fused=True)
+    assert value.stride() == z.stride()
+    torch.testing.assert_close(value, eru_reference(z.detach().contiguous(), 3.0))
+    grad = torch.randn(4, 6, 5, 7)  # contiguous while z is channels_last
+    value.backward(grad)
+    plain = z.detach().contiguous().requires_grad_(True)
+    (expected,) = torch.autograd.grad(eru(plain, 3.0, fused=False), plain, grad)
+    torch.testing.assert_close(z.grad, expected)
+    strided = torch.randn(9, 12)[:, ::3]  # neither contiguous nor channels_last
+    torch.testing.assert_close(oru(strided, 2.0, fused=True), oru_reference(strided, 2.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_is_computed_in_float32_and_rounded_once(dtype):
+    z = torch.randn(1000, generator=torch.Generator().manual_seed(4)).to(dtype)
+    got = eru(z, 3.0, fused=True)
+    assert got.dtype == dtype
+    assert torch.equal(got, eru(z.float(), 3.0, fused=True).to(dtype))
+
+
+def test_a_new_radix_compiles_nothing_new():
+    for family in ("eru", "oru"):
+        kernels.warm_up(family, 3.7, "cpu")
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    z = torch.randn(kernels.CPU_FUSED_MIN_NUMEL, requires_grad=True)
+    for r in (1.25, 2.5, 3.7, 6.0):
+        (eru(z, r) + oru(z, r)).sum().backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before
+
+
+def test_float64_keeps_the_eager_path():
+    assert not kernels.use_fused(torch.zeros(1 << 17, dtype=torch.float64))
+    assert kernels.use_fused(torch.zeros(1 << 17))
+
+
+def test_small_cpu_tensors_keep_the_eager_path_unless_fused_is_asked():
+    small, large = torch.zeros(kernels.CPU_FUSED_MIN_NUMEL - 1), torch.zeros(kernels.CPU_FUSED_MIN_NUMEL)
+    assert not kernels.use_fused(small) and kernels.use_fused(large)
+    kernels.set_kernel_mode("fused")
+    assert kernels.use_fused(small)
+    assert warm_up_kernels(torch.nn.Sequential(ERU(3.0)), "cpu", [torch.float32])
+
+
+def test_mode_eager_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BRU_KERNELS", "eager")
+    assert not kernels.use_fused(torch.zeros(1 << 17))
+    assert not warm_up_kernels(torch.nn.Sequential(ERU()), "cpu", [torch.float32])
+
+
+def test_bad_mode_names_the_variable(monkeypatch):
+    monkeypatch.setenv("BRU_KERNELS", "fast")
+    with pytest.raises(ValueError, match="BRU_KERNELS: must be one of auto, fused, eager"):
+        kernels.use_fused(torch.zeros(1 << 17))
+
+
+def test_no_compiler_auto_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    z = torch.randn(1 << 17)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert not kernels.use_fused(z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(eru(z, 3.0), eru_reference(z, 3.0))
+
+
+def test_no_compiler_fused_mode_is_an_error(monkeypatch):
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    kernels.set_kernel_mode("fused")
+    with pytest.raises(kernels.KernelUnavailableError, match="set BRU_KERNELS=eager or auto"):
+        eru(torch.randn(3), 2.0)
+
+
+def test_a_failed_build_falls_back_to_eager(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("simulated compiler crash")
+
+    monkeypatch.setitem(kernels._compiled, ("oru", "3"), (broken, broken))
+    z = torch.randn(1 << 17, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="simulated compiler crash"):
+        value = oru(z, 3.0)
+    torch.testing.assert_close(value, oru_reference(z, 3.0))
+    assert not kernels.use_fused(z)  # and it stays off for the device
+
+
+def test_inside_a_compiled_model_the_formulas_fuse_with_the_model():
+    model = torch.nn.Sequential(torch.nn.Linear(5, 5), ERU(3.0))
+    compiled = torch.compile(model)
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(compiled(x), model(x))
