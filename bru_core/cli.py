@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bru_core.errors import BruError, ConfigError, NonFiniteLossError
+from bru_core.errors import BruError, ConfigError, NonFiniteLossError, StoreFailedError
 
 app = typer.Typer(
     help="bru-lab: does one activation function really beat another? Train, compare, measure.",
@@ -577,16 +577,19 @@ def _prepare_prefect(settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("PREFECT_API_URL"):  # an embedded server keeps its database there
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def _preflight(campaign, settings) -> None:
     """Everything a campaign needs that can be checked before anything runs."""
     from bru_core.data import check_available
+    from bru_core.search import check_stores
 
     for t in campaign.tasks:
         config = campaign.train_config(t.name, campaign.labels[0], {}, seed=0)
         check_available(t.dataset, config.data_dir or settings.data_path, config.download)
+    check_stores(settings)  # a store that is down: one line now, not a traceback after Prefect starts
 
 
 def _comparison_lines(campaign_name: str, settings) -> list[str]:
@@ -703,6 +706,11 @@ def campaign_submit(
 
     campaign = load_spec(spec)
     settings = get_settings()
+    if not os.environ.get("PREFECT_API_URL"):  # before anything is set up or written
+        raise ConfigError(
+            "PREFECT_API_URL: not set; point it at the Prefect server (e.g. http://127.0.0.1:4200/api), "
+            "or run the campaign here with bru campaign run"
+        )
     _prepare_prefect(settings)
     from flows.service import follow, submit
 
@@ -1135,6 +1143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="bru", standalone_mode=False)
+    except StoreFailedError as exc:  # not bad input: the command can simply be run again
+        return _fail(str(exc), 1)
     except BruError as exc:
         return _fail(str(exc), 2)
     except NonFiniteLossError as exc:

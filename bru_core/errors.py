@@ -22,6 +22,11 @@ class DataNotFoundError(BruError, FileNotFoundError):
     """A data set is not on disk; the message names the folder, the files and the option."""
 
 
+class StoreFailedError(BruError):
+    """A store (the Optuna storage, the tracking server) failed in the middle of a run.
+    What was finished is kept; running the same command again resumes (exit code 1)."""
+
+
 class NonFiniteLossError(ArithmeticError):
     """Training produced a non-finite loss at a known epoch and batch."""
 

@@ -182,7 +182,8 @@ def _params(r: float, device: torch.device) -> Tensor:
     key = (r, device)
     found = _constants.get(key)
     if found is None:
-        found = _constants[key] = torch.tensor(_radix_constants(r), dtype=torch.float32, device=device)
+        with torch.inference_mode(False):  # cached: never an inference tensor (a double backward uses it)
+            found = _constants[key] = torch.tensor(_radix_constants(r), dtype=torch.float32, device=device)
     return found
 
 

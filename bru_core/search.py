@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from bru_core.config import TrainConfig
 from bru_core.data import Data
-from bru_core.errors import BruError, NonFiniteLossError
+from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
 from bru_core.settings import Settings, get_settings
 from bru_core.spec import CampaignSpec, ParamSpec
-from bru_core.tracking import RunLogger, Tracker, run_slug
+from bru_core.tracking import RunLogger, Tracker, check_server, run_slug
 from bru_core.training import History, prepare_data, resolve_device, train
 
 _INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if f.annotation in (int, int | None)}
@@ -64,6 +65,17 @@ def _no_experimental_warnings() -> Iterator[None]:
         yield
 
 
+def _storage_failure(exc: BaseException) -> BaseException | None:
+    """The storage error behind ``exc``, if any: Optuna can end a trial whose storage
+    failed with an unrelated error (seen: UnboundLocalError) raised while handling it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.DBAPIError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def storage(settings: Settings) -> RDBStorage:
     """Optuna's RDB storage with heartbeats: a trial whose worker stops beating for
     ``heartbeat_grace_seconds`` is failed and retried once."""
@@ -87,6 +99,15 @@ def storage(settings: Settings) -> RDBStorage:
                 continue
             raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
     raise AssertionError("unreachable")
+
+
+def check_stores(settings: Settings) -> None:
+    """Before a campaign starts: the MLflow server answers (checked first, writing
+    nothing), the Optuna storage opens, the tracking store answers; else one line."""
+    check_server(settings.tracking)
+    storage(settings)
+    with Tracker(settings) as tracker:
+        tracker.check()
 
 
 def prepare_campaign(spec: CampaignSpec, settings: Settings | None = None) -> None:
@@ -403,14 +424,26 @@ class StudySession:
 
         started = time.perf_counter()
         numbers: list[int] = []
-        with _quiet_optuna():
-            study.optimize(
-                objective, n_trials=1, catch=(NonFiniteLossError, _Excess), gc_after_trial=False,
-                callbacks=[lambda _study, frozen: numbers.append(frozen.number)],
-            )  # fmt: skip
-        last = study._storage.get_trial(
-            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, numbers[-1])
-        )
+        try:
+            with _quiet_optuna():
+                study.optimize(
+                    objective, n_trials=1, catch=(NonFiniteLossError, _Excess), gc_after_trial=False,
+                    callbacks=[lambda _study, frozen: numbers.append(frozen.number)],
+                )  # fmt: skip
+            last = study._storage.get_trial(
+                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, numbers[-1])
+            )
+        except Exception as exc:
+            failure = _storage_failure(exc)
+            if failure is None:
+                raise
+            # The database went away mid-trial (a restart, a lost connection): finished
+            # trials are safe in it; the one in flight is failed by its heartbeat and retried.
+            first = str(failure).strip().splitlines()[0][:200] if str(failure).strip() else type(failure).__name__
+            raise StoreFailedError(
+                f"Optuna storage {self.settings.optuna} failed during a trial of {study.study_name} ({first}); "
+                "finished trials are kept: run the same command again to resume"
+            ) from None
         if last.user_attrs.get("excess"):
             return None
         outcome = TrialOutcome(

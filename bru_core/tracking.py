@@ -148,6 +148,25 @@ class RunLogger:
         self.ended = True
 
 
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """For an http(s) tracking URI, one GET of the server's /health within ``timeout``:
+    MLflow's own client retries a refused connection with back-off for minutes, where a
+    user starting a campaign wants one line at once. Other URIs pass."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"MLflow tracking at {uri} cannot be reached ({reason}); start the server or set BRU_TRACKING_URI"
+        ) from None
+
+
 class Tracker:
     """The MLflow side of a campaign: find-or-create runs by tags, write them in batches."""
 
@@ -213,6 +232,7 @@ class Tracker:
 
     def check(self) -> None:
         """Fail early, with one line, when the tracking store cannot be reached."""
+        check_server(self.uri)
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:

@@ -209,3 +209,15 @@ def test_inside_a_compiled_model_the_formulas_fuse_with_the_model():
     compiled = torch.compile(model)
     x = torch.randn(4, 5)
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_a_double_backward_after_an_inference_pass(monkeypatch):
+    """The radix constants are cached: made first inside inference_mode (an evaluation
+    pass), they must still serve a later double backward."""
+    monkeypatch.setattr(kernels, "_constants", {})
+    with torch.inference_mode():
+        eru(torch.randn(10), 2.5, fused=True)
+    z = torch.randn(10, requires_grad=True)
+    (slope,) = torch.autograd.grad(eru(z, 2.5, fused=True).sum(), z, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), z)
+    assert torch.isfinite(curvature).all()
