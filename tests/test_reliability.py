@@ -1,7 +1,8 @@
 """Faults and load (docs/reliability.md): a campaign cut short before its aggregation
-resumes without retraining; four workers share one PostgreSQL-backed study of 200 trials
-and end with exactly 200, one MLflow run each. Killed workers, NaN losses and bad input
-have their own tests (listed in docs/reliability.md)."""
+resumes without retraining; PostgreSQL or the MLflow server restarted under a running
+study loses and doubles nothing; four workers share one PostgreSQL-backed study of 200
+trials and end with exactly 200, one MLflow run each. Killed workers, NaN losses and bad
+input have their own tests (listed in docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -150,3 +151,50 @@ def test_postgresql_restarted_mid_study(tmp_path, postgres_server, postgres_url)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == 8  # one finished run per counted trial, none doubled
     assert len({r.data.tags["bru.trial_number"] for r in finished}) == 8
+
+
+@pytest.mark.slow
+def test_mlflow_server_restarted_mid_study(tmp_path):
+    """The MLflow server restarts while a study logs to it: the client's retries carry the
+    writes across (or the study stops with one line and resumes), and no metric of a
+    finished trial is lost."""
+    from bru_core.tracking import start_server, stop_server, wait_healthy
+    from tests.servers import free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    backend, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
+    server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-1.log")
+    wait_healthy(uri, server)
+    spec = _slow_spec(tmp_path, "mlrestart")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRU_")} | {
+        "BRU_HOME": str(tmp_path / "home"), "BRU_TRACKING_URI": uri,
+        "BRU_HEARTBEAT_SECONDS": "1", "BRU_HEARTBEAT_GRACE_SECONDS": "4"}  # fmt: skip
+    command = [sys.executable, "-m", "bru_core", "search", spec, "--task", "digits/mlp4", "-a", "relu", "--no-repeats"]
+    storage = f"sqlite:///{tmp_path / 'home' / 'optuna.db'}"
+    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_trials(storage, "mlrestart/digits/mlp4/relu", 2, worker)
+        stop_server(server)
+        time.sleep(2)
+        server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-2.log")
+        wait_healthy(uri, server)
+        _, err = worker.communicate(timeout=600)
+        if worker.returncode != 0:  # it may stop: then with one clear line, and a rerun finishes it
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert "Traceback" not in err and lines[-1].startswith("error: "), err[-3000:]
+            again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            assert again.returncode == 0, again.stderr[-3000:]
+        trials = optuna.load_study(study_name="mlrestart/digits/mlp4/relu", storage=storage).trials
+        assert sum(counts_towards_budget(t) for t in trials) == 8
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("mlrestart")
+        runs = client.search_runs([experiment.experiment_id], "tags.`bru.role` = 'trial'", max_results=1000)
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
+        for run in finished:  # every epoch of every finished trial is there
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(range(1, 41))
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        stop_server(server)
