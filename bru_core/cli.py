@@ -584,12 +584,14 @@ def _prepare_prefect(settings) -> None:
 def _preflight(campaign, settings) -> None:
     """Everything a campaign needs that can be checked before anything runs."""
     from bru_core.data import check_available
+    from bru_core.locks import check_free
     from bru_core.search import check_stores
 
     for t in campaign.tasks:
         config = campaign.train_config(t.name, campaign.labels[0], {}, seed=0)
         check_available(t.dataset, config.data_dir or settings.data_path, config.download)
     check_stores(settings)  # a store that is down: one line now, not a traceback after Prefect starts
+    check_free(settings.optuna, campaign.name, settings.campaign_lease_seconds)  # not running elsewhere
 
 
 def _comparison_lines(campaign_name: str, settings) -> list[str]:

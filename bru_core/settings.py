@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     results_url: str | None = None
     heartbeat_seconds: int = Field(30, ge=1)
     heartbeat_grace_seconds: int = Field(120, ge=2)
+    campaign_lease_seconds: int = Field(90, ge=2)  # a dead campaign's lock is taken over after this
 
     @property
     def home_path(self) -> Path:

@@ -12,7 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from bru_core.locks import campaign_lock
 from bru_core.search import StudySession, prepare_campaign, register_best_model, run_repeats
+from bru_core.settings import get_settings
 from bru_core.spec import CampaignSpec, parse_spec
 from flows.aggregate import aggregate_flow
 from flows.gpu import ensure_gpu_limit, gpu_slot, release_idle_slots
@@ -102,6 +104,13 @@ def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bru reports trials itself
     checked = parse_spec(spec, "spec parameter")
+    settings = get_settings()
+    # One running campaign per name: a second start is refused (bru_core.locks).
+    with campaign_lock(settings.optuna, checked.name, settings.campaign_lease_seconds):
+        return _campaign(checked, repeats, aggregate)
+
+
+def _campaign(checked: CampaignSpec, repeats: bool, aggregate: bool) -> dict[str, Any]:
     data = checked.model_dump(mode="json")
     ensure_gpu_limit()
     prepare_campaign(checked)

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "bru_core"
 FLOORS = {
     "errors": 0, "settings": 0, "stats": 0, "kernels": 0,
-    "activations": 1, "data": 1, "tracking": 1, "results": 1,
+    "activations": 1, "data": 1, "tracking": 1, "results": 1, "locks": 1,
     "initialisation": 2, "report": 2,
     "models": 3,
     "config": 4,

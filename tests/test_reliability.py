@@ -198,3 +198,62 @@ def test_mlflow_server_restarted_mid_study(tmp_path):
         if worker.poll() is None:
             worker.kill()
         stop_server(server)
+
+
+def test_campaign_lock_unit(tmp_path):
+    """The lock itself: one holder at a time, re-entrant for its holder, given back at
+    the end, and taken over once a dead holder's lease has run out."""
+    from bru_core.locks import CampaignBusyError, campaign_lock, check_free, holder_of
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with campaign_lock(url, "c", lease=30, holder="first") as holder:
+        assert holder == "first" and holder_of(url, "c", 30)[0] == "first"
+        with pytest.raises(CampaignBusyError, match="campaign 'c' is already running \\(first"):
+            check_free(url, "c", 30)
+        with pytest.raises(CampaignBusyError), campaign_lock(url, "c", lease=30, holder="second"):
+            pass
+        with campaign_lock(url, "other", lease=30):  # other campaigns are not affected
+            pass
+    check_free(url, "c", 30)  # given back
+    import sqlalchemy as sa
+
+    from bru_core.locks import LOCKS
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # a holder that died 60 s ago without giving it back
+        connection.execute(
+            sa.insert(LOCKS).values(campaign="c", holder="dead", acquired_at=0, renewed_at=time.time() - 60)
+        )
+    engine.dispose()
+    with campaign_lock(url, "c", lease=30, holder="heir") as holder:
+        assert holder_of(url, "c", 30)[0] == "heir"
+
+
+@pytest.mark.slow
+def test_a_second_campaign_with_the_same_name_is_refused(tmp_path):
+    """Two `bru campaign run` of one campaign at once: the second refuses with one line,
+    exit 2, and touches nothing; once the first is killed and its lease runs out, a new
+    run takes over and completes the campaign with exactly its budget."""
+    home = tmp_path / "home"
+    env = _env(home) | {"BRU_CAMPAIGN_LEASE_SECONDS": "4", "BRU_HEARTBEAT_SECONDS": "1",
+                        "BRU_HEARTBEAT_GRACE_SECONDS": "4"}  # fmt: skip
+    spec = _slow_spec(tmp_path, "twice", trials=3)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    try:
+        _wait_for_trials(storage, "twice/digits/mlp4/relu", 1, first)
+        second = _bru("campaign", "run", spec, env=env, timeout=120)
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert lines == [lines[-1]] and "campaign 'twice' is already running" in lines[-1], second.stderr[-3000:]
+    finally:
+        os.killpg(first.pid, 9)
+        first.wait()
+    time.sleep(5)  # the dead holder's lease (4 s) runs out
+    third = _bru("campaign", "run", spec, env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    trials = optuna.load_study(study_name="twice/digits/mlp4/relu", storage=storage).trials
+    assert sum(counts_towards_budget(t) for t in trials) == 3
