@@ -230,30 +230,53 @@ def test_campaign_lock_unit(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_campaign_with_the_same_name_is_refused(tmp_path):
+def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resumes(tmp_path):
     """Two `bru campaign run` of one campaign at once: the second refuses with one line,
-    exit 2, and touches nothing; once the first is killed and its lease runs out, a new
-    run takes over and completes the campaign with exactly its budget."""
+    exit 2. Then the first is SIGKILLed in the middle of a trial: once its lease and its
+    trial's heartbeat run out, a new run takes over and completes the campaign with
+    exactly its budget; the killed trial's MLflow run ends FAILED, and no trial, run or
+    results row is doubled."""
     home = tmp_path / "home"
     env = _env(home) | {"BRU_CAMPAIGN_LEASE_SECONDS": "4", "BRU_HEARTBEAT_SECONDS": "1",
                         "BRU_HEARTBEAT_GRACE_SECONDS": "4"}  # fmt: skip
-    spec = _slow_spec(tmp_path, "twice", trials=3)
+    spec = _slow_spec(tmp_path, "twice", trials=8)
     first = subprocess.Popen(
         [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     storage = f"sqlite:///{home / 'optuna.db'}"
+    study = "twice/digits/mlp4/relu"
     try:
-        _wait_for_trials(storage, "twice/digits/mlp4/relu", 1, first)
+        _wait_for_trials(storage, study, 1, first)
         second = _bru("campaign", "run", spec, env=env, timeout=120)
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2, second.stderr[-3000:]
         assert lines == [lines[-1]] and "campaign 'twice' is already running" in lines[-1], second.stderr[-3000:]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until a trial is in flight
+            running = [t for t in optuna.load_study(study_name=study, storage=storage).trials if t.intermediate_values]
+            if any(t.state == optuna.trial.TrialState.RUNNING for t in running):
+                break
+            time.sleep(0.2)
     finally:
         os.killpg(first.pid, 9)
         first.wait()
     time.sleep(5)  # the dead holder's lease (4 s) runs out
     third = _bru("campaign", "run", spec, env=env)
     assert third.returncode == 0, third.stderr[-3000:]
-    trials = optuna.load_study(study_name="twice/digits/mlp4/relu", storage=storage).trials
-    assert sum(counts_towards_budget(t) for t in trials) == 3
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    assert sum(counts_towards_budget(t) for t in trials) == 8
+    killed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs]
+    assert len(killed) == 1  # failed by its heartbeat, then retried once
+    settings = get_settings(home=home)
+    client = MlflowClient(settings.tracking)
+    experiment = client.get_experiment_by_name("twice")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    trial_runs = [r for r in runs if r.data.tags["bru.role"] == "trial"]
+    finished = [r for r in trial_runs if r.info.status == "FINISHED"]
+    assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
+    failed = [r for r in trial_runs if r.info.status == "FAILED"]
+    assert [r.data.tags["bru.trial_number"] for r in failed] == [str(killed[0].number)]
+    assert sum(r.data.tags["bru.role"] == "repeat" for r in runs) == 1
+    counts = _counts(home, "twice")
+    assert counts["rows evaluations"] == 1
