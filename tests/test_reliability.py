@@ -1,6 +1,6 @@
 """Faults and load (docs/reliability.md): a campaign cut short before its aggregation
 resumes without retraining; PostgreSQL or the MLflow server restarted under a running
-study or campaign loses and doubles nothing; a second campaign of the same name is
+study loses and doubles nothing; a second campaign of the same name is
 refused, and a killed one resumes; four workers share one PostgreSQL-backed study of 200
 trials and end with exactly 200, one MLflow run each. Killed workers, NaN losses and bad
 input have their own tests (listed in docs/reliability.md)."""
@@ -281,95 +281,3 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
     assert sum(r.data.tags["bru.role"] == "repeat" for r in runs) == 1
     counts = _counts(home, "twice")
     assert counts["rows evaluations"] == 1
-
-
-@pytest.mark.slow
-def test_postgresql_restarted_mid_campaign(tmp_path, postgres_server, postgres_url):
-    """The same restart under a whole embedded campaign (Prefect flow, tasks, repeats,
-    aggregation): it recovers or stops with an error line, and running it again completes
-    it with exactly its budget, nothing doubled."""
-    from tests.servers import _as_postgres_user, _find_initdb
-
-    home = tmp_path / "home"
-    env = _env(home) | {"BRU_OPTUNA_STORAGE": postgres_url, "BRU_HEARTBEAT_SECONDS": "1",
-                        "BRU_HEARTBEAT_GRACE_SECONDS": "4", "BRU_CAMPAIGN_LEASE_SECONDS": "4"}  # fmt: skip
-    spec = _slow_spec(tmp_path, "pgcampaign")
-    study = "pgcampaign/digits/mlp4/relu"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    _wait_for_trials(postgres_url, study, 2, first)
-    pg_ctl = _find_initdb().parent / "pg_ctl"
-    restarted = subprocess.run(
-        [*_as_postgres_user(), str(pg_ctl), "-D", str(postgres_server.data_dir), "-l", str(postgres_server.log_path),
-         "-m", "fast", "-w", "restart"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-    )  # fmt: skip
-    assert restarted.returncode == 0
-    _, err = first.communicate(timeout=600)
-    if first.returncode != 0:
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert lines[-1].startswith("error: "), err[-3000:]
-        time.sleep(5)  # its campaign lock's lease runs out
-        again = _bru("campaign", "run", spec, env=env)
-        assert again.returncode == 0, again.stderr[-3000:]
-    trials = optuna.load_study(study_name=study, storage=postgres_url).trials
-    assert sum(counts_towards_budget(t) for t in trials) == 8
-    client = MlflowClient(get_settings(home=home).tracking)
-    experiment = client.get_experiment_by_name("pgcampaign")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    finished = [r for r in runs if r.data.tags["bru.role"] == "trial" and r.info.status == "FINISHED"]
-    assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
-    assert sum(r.data.tags["bru.role"] == "repeat" and r.info.status == "FINISHED" for r in runs) == 1
-    assert _counts(home, "pgcampaign")["rows evaluations"] == 1
-
-
-@pytest.mark.slow
-def test_mlflow_server_restarted_mid_campaign(tmp_path):
-    """The MLflow server restarts under a whole embedded campaign: it recovers or stops
-    with an error line, a rerun completes it, and every finished trial and repeat has all
-    its metrics, nothing doubled."""
-    from bru_core.tracking import start_server, stop_server, wait_healthy
-    from tests.servers import free_port
-
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    backend, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
-    server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-1.log")
-    wait_healthy(uri, server)
-    home = tmp_path / "home"
-    env = _env(home) | {"BRU_TRACKING_URI": uri, "BRU_HEARTBEAT_SECONDS": "1",
-                        "BRU_HEARTBEAT_GRACE_SECONDS": "4", "BRU_CAMPAIGN_LEASE_SECONDS": "4"}  # fmt: skip
-    spec = _slow_spec(tmp_path, "mlcampaign")
-    storage = f"sqlite:///{home / 'optuna.db'}"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        _wait_for_trials(storage, "mlcampaign/digits/mlp4/relu", 2, first)
-        stop_server(server)
-        time.sleep(2)
-        server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-2.log")
-        wait_healthy(uri, server)
-        _, err = first.communicate(timeout=600)
-        if first.returncode != 0:
-            lines = [line for line in err.splitlines() if line.strip()]
-            assert lines[-1].startswith("error: "), err[-3000:]
-            time.sleep(5)  # its campaign lock's lease runs out
-            again = _bru("campaign", "run", spec, env=env)
-            assert again.returncode == 0, again.stderr[-3000:]
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("mlcampaign")
-        runs = client.search_runs([experiment.experiment_id], max_results=1000)
-        finished = [r for r in runs if r.data.tags["bru.role"] == "trial" and r.info.status == "FINISHED"]
-        assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
-        for run in finished:
-            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(range(1, 41))
-        repeats = [r for r in runs if r.data.tags["bru.role"] == "repeat" and r.info.status == "FINISHED"]
-        assert len(repeats) == 1 and "final_test_error" in repeats[0].data.metrics
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, 9)
-        stop_server(server)
