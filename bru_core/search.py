@@ -94,8 +94,9 @@ def storage(settings: Settings) -> RDBStorage:
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES),
                 )
         except Exception as exc:  # a bad URL, a server that is down, a missing driver
-            if "already exists" in str(exc) and attempt < 3:
-                time.sleep(0.5)  # another worker is creating the tables right now
+            racing = ("already exists", "UNIQUE constraint failed", "duplicate key value")
+            if any(text in str(exc) for text in racing) and attempt < 3:
+                time.sleep(0.5)  # another process is creating the tables right now (seen in CI)
                 continue
             raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
     raise AssertionError("unreachable")
