@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bru_core.cli import main
+from tests.test_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_estimate_smoke_json(capsys):
