@@ -121,20 +121,23 @@ def _campaign(checked: CampaignSpec, repeats: bool, aggregate: bool) -> dict[str
     ensure_gpu_limit()
     prepare_campaign(checked)
     studies = _studies(checked)
-    searches = [run_search.with_options(task_run_name=f"study {t} {a}").submit(data, t, a) for t, a in studies]
-    wait(searches)
-    if not repeats:
+    try:
+        searches = [run_search.with_options(task_run_name=f"study {t} {a}").submit(data, t, a) for t, a in studies]
+        wait(searches)
+        results = {"studies": [f.result() for f in searches]}  # re-raises a failed search
+        if repeats:
+            seeds = [
+                train_repeat.with_options(task_run_name=f"{t} {a} seed {s}").submit(data, t, a, s)
+                for t, a in studies
+                for s in checked.repeats.seeds
+            ]
+            wait(seeds)
+            results["repeats"] = [f.result() for f in seeds]
+    finally:
+        # The GPUs are free for other campaigns while this one aggregates; and after a
+        # failed study the slots go back while the Prefect API is still there.
         release_idle_slots()
-    results = {"studies": [f.result() for f in searches]}  # re-raises a failed search
     if repeats:
-        seeds = [
-            train_repeat.with_options(task_run_name=f"{t} {a} seed {s}").submit(data, t, a, s)
-            for t, a in studies
-            for s in checked.repeats.seeds
-        ]
-        wait(seeds)
-        release_idle_slots()  # the GPUs are free for other campaigns while this one aggregates
-        results["repeats"] = [f.result() for f in seeds]
         for t, a in studies:
             register_best_model(checked, t, a)
         if aggregate:

@@ -7,7 +7,6 @@ after the lease (``BRU_GPU_LEASE_SECONDS``, default 300 s, at least 60) runs out
 
 from __future__ import annotations
 
-import atexit
 import contextvars
 import os
 import queue
@@ -111,6 +110,20 @@ class _SlotKeeper:
 
 
 _keepers: dict[str, _SlotKeeper] = {}
+_release_at_exit_registered = False
+
+
+def _release_at_exit() -> None:
+    """Give the slots back when the interpreter exits, before Prefect's own exit hooks.
+
+    threading's exit hooks run before the ``atexit`` module's, and Prefect stops a
+    temporary server from ``atexit``: a slot released after that would make its client
+    start a second temporary server, which nothing would stop (it outlived every
+    ``bru campaign run`` that failed). Prefect's services use the same hook."""
+    global _release_at_exit_registered
+    if not _release_at_exit_registered:
+        threading._register_atexit(release_idle_slots)  # type: ignore[attr-defined]
+        _release_at_exit_registered = True
 
 
 @contextmanager
@@ -125,6 +138,7 @@ def gpu_slot() -> Iterator[str]:
             with _lock:
                 keeper = _keepers.get(device)
                 if keeper is None or keeper.stop:
+                    _release_at_exit()
                     keeper = _keepers[device] = _SlotKeeper()
             if keeper.take():
                 break
@@ -144,9 +158,6 @@ def release_idle_slots() -> None:
         _keepers.clear()
     for keeper in keepers:
         keeper.release()
-
-
-atexit.register(release_idle_slots)
 
 
 def ensure_gpu_limit(slots: int | None = None) -> int:

@@ -285,3 +285,179 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
     assert sum(r.data.tags["bru.role"] == "repeat" for r in runs) == 1
     counts = _counts(home, "twice")
     assert counts["rows evaluations"] == 1
+
+
+def _start_campaign(spec: str, env: dict[str, str], logs) -> subprocess.Popen:
+    """`bru campaign run SPEC` in its own process group, its output in files: a pipe
+    would also wait for anything the process left running."""
+    logs.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
+        stdout=(logs / "out.log").open("w"), stderr=(logs / "err.log").open("w"), start_new_session=True,
+    )  # fmt: skip
+
+
+def _finish_campaign(process: subprocess.Popen, logs, timeout: float = 600) -> str:
+    """Wait for the campaign process and return its stderr. Nothing it started may
+    outlive it: a temporary Prefect server it left behind once held the port, the
+    database and the test's pipes for good."""
+    process.wait(timeout=timeout)
+    deadline = time.monotonic() + 10  # a child being stopped may take a moment to go
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftover = subprocess.run(["pgrep", "-a", "-g", str(process.pid)], capture_output=True, text=True).stdout
+    assert not leftover, f"processes outlived the campaign:\n{leftover}"
+    return (logs / "err.log").read_text()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _resume_if_stopped(process: subprocess.Popen, err: str, spec: str, env: dict[str, str]) -> None:
+    """A campaign that stopped must have said why in one last line; then, once its lock's
+    lease has run out, running it again completes it."""
+    if process.returncode == 0:
+        return
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: "), err[-3000:]
+    time.sleep(5)  # its campaign lock's lease (4 s here) runs out
+    again = _bru("campaign", "run", spec, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_postgresql_restarted_mid_campaign(tmp_path, postgres_server, postgres_url):
+    """The same restart under a whole embedded campaign (Prefect flow, tasks, repeats,
+    aggregation): it recovers or stops with an error line and leaves nothing running,
+    and running it again completes it with exactly its budget, nothing doubled."""
+    from tests.servers import _as_postgres_user, _find_initdb
+
+    home = tmp_path / "home"
+    env = _env(home) | {"BRU_OPTUNA_STORAGE": postgres_url, "BRU_HEARTBEAT_SECONDS": "1",
+                        "BRU_HEARTBEAT_GRACE_SECONDS": "4", "BRU_CAMPAIGN_LEASE_SECONDS": "4"}  # fmt: skip
+    spec = _slow_spec(tmp_path, "pgcampaign")
+    study = "pgcampaign/digits/mlp4/relu"
+    first = _start_campaign(spec, env, tmp_path / "logs")
+    try:
+        _wait_for_trials(postgres_url, study, 2, first)
+        pg_ctl = _find_initdb().parent / "pg_ctl"
+        restarted = subprocess.run(
+            [*_as_postgres_user(), str(pg_ctl), "-D", str(postgres_server.data_dir), "-l",
+             str(postgres_server.log_path), "-m", "fast", "-w", "restart"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+        )  # fmt: skip
+        assert restarted.returncode == 0
+        _resume_if_stopped(first, _finish_campaign(first, tmp_path / "logs"), spec, env)
+    finally:
+        if _group_alive(first.pid):
+            os.killpg(first.pid, 9)
+    trials = optuna.load_study(study_name=study, storage=postgres_url).trials
+    assert sum(counts_towards_budget(t) for t in trials) == 8
+    client = MlflowClient(get_settings(home=home).tracking)
+    experiment = client.get_experiment_by_name("pgcampaign")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    finished = [r for r in runs if r.data.tags["bru.role"] == "trial" and r.info.status == "FINISHED"]
+    assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
+    assert sum(r.data.tags["bru.role"] == "repeat" and r.info.status == "FINISHED" for r in runs) == 1
+    assert _counts(home, "pgcampaign")["rows evaluations"] == 1
+
+
+@pytest.mark.slow
+def test_mlflow_server_restarted_mid_campaign(tmp_path):
+    """The MLflow server restarts under a whole embedded campaign: it recovers or stops
+    with an error line and leaves nothing running, a rerun completes it, and every
+    finished trial and repeat has all its metrics, nothing doubled."""
+    from bru_core.tracking import start_server, stop_server, wait_healthy
+    from tests.servers import free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    backend, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
+    server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-1.log")
+    wait_healthy(uri, server)
+    home = tmp_path / "home"
+    env = _env(home) | {"BRU_TRACKING_URI": uri, "BRU_HEARTBEAT_SECONDS": "1",
+                        "BRU_HEARTBEAT_GRACE_SECONDS": "4", "BRU_CAMPAIGN_LEASE_SECONDS": "4"}  # fmt: skip
+    spec = _slow_spec(tmp_path, "mlcampaign")
+    first = _start_campaign(spec, env, tmp_path / "logs")
+    try:
+        _wait_for_trials(f"sqlite:///{home / 'optuna.db'}", "mlcampaign/digits/mlp4/relu", 2, first)
+        stop_server(server)
+        time.sleep(2)
+        server = start_server(backend, artifacts, port=port, log_file=tmp_path / "mlflow-2.log")
+        wait_healthy(uri, server)
+        _resume_if_stopped(first, _finish_campaign(first, tmp_path / "logs"), spec, env)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("mlcampaign")
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        finished = [r for r in runs if r.data.tags["bru.role"] == "trial" and r.info.status == "FINISHED"]
+        assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
+        for run in finished:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(range(1, 41))
+        repeats = [r for r in runs if r.data.tags["bru.role"] == "repeat" and r.info.status == "FINISHED"]
+        assert len(repeats) == 1 and "final_test_error" in repeats[0].data.metrics
+    finally:
+        if _group_alive(first.pid):
+            os.killpg(first.pid, 9)
+        stop_server(server)
+
+
+def test_a_storage_failure_names_the_driver_error_not_optunas_guess():
+    """Optuna wraps a lost connection in "An exception is raised during the commit ...
+    e.g. exceeding max length"; the line bru prints names the driver's error instead."""
+    import sqlalchemy
+
+    from bru_core.search import _storage_failure
+
+    lost = sqlalchemy.exc.OperationalError(
+        "COMMIT", {}, Exception("terminating connection due to administrator command")
+    )
+    try:
+        try:
+            raise lost
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+    except optuna.exceptions.StorageInternalError as wrapped:
+        try:
+            raise UnboundLocalError("cannot access local variable 'frozen_trial'")  # as Optuna can
+        except UnboundLocalError as unrelated:
+            unrelated.__context__ = wrapped
+            assert _storage_failure(unrelated) is lost
+            assert "administrator command" in str(_storage_failure(unrelated)).splitlines()[0]
+    alone = optuna.exceptions.StorageInternalError("no driver error behind it")
+    assert _storage_failure(alone) is alone
+    assert _storage_failure(ValueError("not a store")) is None
+    looped = ValueError("a")
+    looped.__context__ = KeyError("b")
+    looped.__context__.__context__ = looped  # a cycle ends the walk
+    assert _storage_failure(looped) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://bru:s3cret@db:5432/optuna", "postgresql+psycopg://bru:***@db:5432/optuna"),
+        ("postgresql://bru@db/optuna", "postgresql://bru@db/optuna"),
+        ("http://user:p%40ss@127.0.0.1:5000", "http://user:***@127.0.0.1:5000"),
+        ("sqlite:////tmp/home/optuna.db", "sqlite:////tmp/home/optuna.db"),
+        ("mysql://:only-a-password@host/db", "mysql://:***@host/db"),
+    ],
+)
+def test_store_urls_are_printed_without_their_password(url, shown):
+    from bru_core.settings import shown_url
+
+    assert shown_url(url) == shown
+
+
+def test_a_store_that_cannot_be_opened_does_not_print_its_password(tmp_path, capsys):
+    from bru_core.cli import main
+
+    code = main(["search", SMOKE, "--task", "digits/mlp4", "-a", "relu", "--home", str(tmp_path / "home"),
+                 "--optuna-storage", "postgresql+psycopg://bru:s3cret@127.0.0.1:1/optuna"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "bru:***@127.0.0.1:1" in err and "s3cret" not in err, err
