@@ -73,8 +73,7 @@ def _log2_u(a: Tensor, r: float) -> Tensor:
     it cannot overflow; the scaling is exact, log2(2^-k) = -k is exact, and so is adding k
     back (which keeps the value at 0 and the slope r at 0 exact, unlike folding k into
     the callers' constants)."""
-    k = max(0, math.ceil(2 * math.log2(r)))
-    scale = 2.0**-k
+    k, scale = kernels.overflow_scaling(r)
     log2_u = torch.log2(a * (r * r * scale) + scale)
     return log2_u.add_(k) if k else log2_u
 

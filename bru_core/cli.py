@@ -352,6 +352,7 @@ def search(
     import optuna
 
     from bru_core.search import run_repeats, run_study
+    from bru_core.settings import shown_url
     from bru_core.spec import load_spec
     from bru_core.tracking import Tracker
 
@@ -410,7 +411,10 @@ def search(
                 _num(f.get("train_loss")), _num(f.get("error_quotient"), 2), "kept" if r.reused else "new",
             )  # fmt: skip
         out.print(table)
-    out.print(f"MLflow: {settings.tracking} (bru ui to browse); Optuna: {settings.optuna}", highlight=False)
+    out.print(
+        f"MLflow: {shown_url(settings.tracking)} (bru ui to browse); Optuna: {shown_url(settings.optuna)}",
+        highlight=False,
+    )
 
 
 ResultsOpt = Annotated[
@@ -429,7 +433,7 @@ def aggregate(
 ) -> None:
     """Read a campaign's repeat runs from MLflow, compute the statistics, write the results database."""
     from bru_core.aggregate import aggregate as run_aggregate
-    from bru_core.settings import get_settings
+    from bru_core.settings import get_settings, shown_url
 
     settings = get_settings(home=home, tracking_uri=tracking_uri, results_url=results_url)
     with _progress() as progress:
@@ -443,7 +447,7 @@ def aggregate(
         )
     out.print(
         f"campaign {campaign}: {result.evaluations} evaluations, {result.comparisons} comparisons "
-        f"({result.tests} tests) written to {settings.results}",
+        f"({result.tests} tests) written to {shown_url(settings.results)}",
         highlight=False,
     )
     if result.missing:
@@ -472,7 +476,7 @@ def results(
 ) -> None:
     """Query the results database."""
     from bru_core.results import BRIEF, WHAT, ResultsStore
-    from bru_core.settings import get_settings
+    from bru_core.settings import get_settings, shown_url
 
     if what not in WHAT:
         raise ConfigError(f"--what: {what!r} is not one of {', '.join(WHAT)}")
@@ -480,7 +484,9 @@ def results(
         raise ConfigError(f"--format: {output_format!r} is not one of table, json, csv")
     settings = get_settings(home=home, results_url=results_url)
     if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
-        raise ConfigError(f"--results-url: no results database at {settings.results} yet; run bru aggregate first")
+        raise ConfigError(
+            f"--results-url: no results database at {shown_url(settings.results)} yet; run bru aggregate first"
+        )
     with ResultsStore(settings.results) as store:
         rows = store.records(what, campaign, task, metric)
     if output_format == "json":
@@ -520,7 +526,7 @@ def report(
 ) -> None:
     """Write the campaign report (self-contained HTML plus PNGs) from the results database."""
     from bru_core.report import report_path_error, write_report
-    from bru_core.settings import get_settings
+    from bru_core.settings import get_settings, shown_url
 
     settings = get_settings(home=home, results_url=results_url)
     folder = out_dir or settings.home_path / "reports" / campaign
@@ -528,7 +534,9 @@ def report(
     if not folder.parent.exists():
         raise ConfigError(f"--out: folder {folder.parent} does not exist")
     if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
-        raise ConfigError(f"--results-url: no results database at {settings.results} yet; run bru aggregate first")
+        raise ConfigError(
+            f"--results-url: no results database at {shown_url(settings.results)} yet; run bru aggregate first"
+        )
     path = write_report(campaign, folder, settings)
     out.print(f"wrote {path}", highlight=False)
 
@@ -1084,7 +1092,7 @@ def bench_scale_cmd(
     import tempfile
 
     from bru_core.bench import as_dicts, bench_scale
-    from bru_core.settings import get_settings
+    from bru_core.settings import get_settings, shown_url
 
     counts = []
     for part in _comma_list(workers):
@@ -1096,7 +1104,7 @@ def bench_scale_cmd(
     settings = get_settings(tracking_uri=tracking_uri, optuna_storage=optuna_storage)
     if not settings.optuna.startswith("postgresql"):
         raise ConfigError(
-            f"BRU_OPTUNA_STORAGE: bru bench scale needs a PostgreSQL storage, not {settings.optuna}; "
+            f"BRU_OPTUNA_STORAGE: bru bench scale needs a PostgreSQL storage, not {shown_url(settings.optuna)}; "
             'start the stack and run eval "$(bash infra/local/stack.sh env)"'
         )
     if not str(settings.tracking_uri or "").startswith(("http://", "https://", "postgresql")):

@@ -121,9 +121,16 @@ def radix_kind(r: float) -> str:
     return "2" if r == 2 else "3" if r == 3 else "any"
 
 
+def overflow_scaling(r: float) -> tuple[int, float]:
+    """(k, 2^-k) with r^2 <= 2^k: u = r^2 a + 1 is evaluated as u / 2^k, which cannot
+    overflow, and k is added back to its log2. Shared by the eager path (activations) and
+    the fused kernels, so the two cannot drift."""
+    k = max(0, math.ceil(2 * math.log2(r)))
+    return k, 2.0**-k
+
+
 def _radix_constants(r: float) -> list[float]:
-    k = max(0, math.ceil(2 * math.log2(r)))  # r^2 <= 2^k: u / 2^k cannot overflow
-    scale = 2.0**-k
+    k, scale = overflow_scaling(r)
     return [r * r * scale, scale, float(k), 1 / r, r * _LOG2_E, 1 / r - 1, math.log2(r), r, 1 - r]
 
 

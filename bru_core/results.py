@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bru_core.errors import BruError
+from bru_core.settings import shown_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WHAT = ("summary", "evaluations", "comparisons", "rankings", "studies", "curves", "tasks", "campaigns")
@@ -278,7 +279,9 @@ class ResultsStore:
             self.engine = _engine(url)
             upgrade(self.engine)
         except SQLAlchemyError as exc:
-            raise BruError(f"results database {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
+            raise BruError(
+                f"results database {shown_url(url)} cannot be opened: {str(exc).splitlines()[0][:200]}"
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()

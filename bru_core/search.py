@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bru_core.config import TrainConfig
 from bru_core.data import Data
 from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
-from bru_core.settings import Settings, get_settings
+from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.spec import CampaignSpec, ParamSpec
 from bru_core.tracking import RunLogger, Tracker, check_server, run_slug
 from bru_core.training import History, prepare_data, resolve_device, train
@@ -67,13 +67,20 @@ def _no_experimental_warnings() -> Iterator[None]:
 
 def _storage_failure(exc: BaseException) -> BaseException | None:
     """The storage error behind ``exc``, if any: Optuna can end a trial whose storage
-    failed with an unrelated error (seen: UnboundLocalError) raised while handling it."""
+    failed with an unrelated error (seen: UnboundLocalError) raised while handling it.
+    The database driver's own error is preferred to Optuna's wrapper, whose text guesses
+    at invalid data ("e.g. exceeding max length") when the server simply went away."""
+    found: BaseException | None = None
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.DBAPIError)):
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, sqlalchemy.exc.DBAPIError):
             return seen
+        if found is None and isinstance(seen, optuna.exceptions.StorageInternalError):
+            found = seen
         seen = seen.__cause__ or seen.__context__
-    return None
+    return found
 
 
 def storage(settings: Settings) -> RDBStorage:
@@ -98,7 +105,9 @@ def storage(settings: Settings) -> RDBStorage:
             if any(text in str(exc) for text in racing) and attempt < 3:
                 time.sleep(0.5)  # another process is creating the tables right now (seen in CI)
                 continue
-            raise BruError(f"Optuna storage {url} cannot be opened: {str(exc).splitlines()[0][:200]}") from None
+            raise BruError(
+                f"Optuna storage {shown_url(url)} cannot be opened: {str(exc).splitlines()[0][:200]}"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -108,7 +117,7 @@ def check_stores(settings: Settings) -> None:
     check_server(settings.tracking)
     storage(settings)
     with Tracker(settings) as tracker:
-        tracker.check()
+        tracker.check(server_checked=True)
 
 
 def prepare_campaign(spec: CampaignSpec, settings: Settings | None = None) -> None:
@@ -442,7 +451,7 @@ class StudySession:
             # trials are safe in it; the one in flight is failed by its heartbeat and retried.
             first = str(failure).strip().splitlines()[0][:200] if str(failure).strip() else type(failure).__name__
             raise StoreFailedError(
-                f"Optuna storage {self.settings.optuna} failed during a trial of {study.study_name} ({first}); "
+                f"Optuna storage {shown_url(self.settings.optuna)} failed during a trial of {study.study_name} ({first}); "
                 "finished trials are kept: run the same command again to resume"
             ) from None
         if last.user_attrs.get("excess"):

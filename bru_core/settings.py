@@ -70,3 +70,18 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit (non-None) overrides on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def shown_url(url: str) -> str:
+    """A store URL as it may be printed or logged: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

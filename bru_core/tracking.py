@@ -48,7 +48,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 
 import bru_core
 from bru_core.errors import BruError
-from bru_core.settings import Settings
+from bru_core.settings import Settings, shown_url
 
 # "Creating initial MLflow database tables..." on every new store is not news to our users.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -163,7 +163,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
-            f"MLflow tracking at {uri} cannot be reached ({reason}); start the server or set BRU_TRACKING_URI"
+            f"MLflow tracking at {shown_url(uri)} cannot be reached ({reason}); start the server or set BRU_TRACKING_URI"
         ) from None
 
 
@@ -192,7 +192,7 @@ class Tracker:
             try:
                 fn(*args)
             except Exception as exc:
-                raise TrackingError(f"MLflow at {self.uri} refused a write: {exc}") from exc
+                raise TrackingError(f"MLflow at {shown_url(self.uri)} refused a write: {exc}") from exc
             return
         with self._lock:
             self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
@@ -216,7 +216,7 @@ class Tracker:
             pending, self._pending = self._pending, []
         errors = [f.exception() for f in pending if f.exception() is not None]
         if errors:
-            raise TrackingError(f"MLflow at {self.uri} refused a write: {errors[0]}") from errors[0]
+            raise TrackingError(f"MLflow at {shown_url(self.uri)} refused a write: {errors[0]}") from errors[0]
 
     def close(self) -> None:
         try:
@@ -230,14 +230,16 @@ class Tracker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def check(self) -> None:
-        """Fail early, with one line, when the tracking store cannot be reached."""
-        check_server(self.uri)
+    def check(self, *, server_checked: bool = False) -> None:
+        """Fail early, with one line, when the tracking store cannot be reached
+        (server_checked: the caller has just had check_server's answer)."""
+        if not server_checked:
+            check_server(self.uri)
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:
             raise TrackingError(
-                f"MLflow tracking at {self.uri} cannot be reached: {str(exc).splitlines()[0][:200]}"
+                f"MLflow tracking at {shown_url(self.uri)} cannot be reached: {str(exc).splitlines()[0][:200]}"
             ) from None
 
     # ------------------------------------------------------------------ finding runs
@@ -373,7 +375,7 @@ class Tracker:
                 e.name for e in self.client.search_experiments() if self.find_runs(e.experiment_id, {ROLE: "campaign"})
             )
             raise TrackingError(
-                f"unknown campaign {campaign!r}; campaigns in {self.uri}: {', '.join(known) or 'none yet'}"
+                f"unknown campaign {campaign!r}; campaigns in {shown_url(self.uri)}: {', '.join(known) or 'none yet'}"
             )
         return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/spec.json")
 
@@ -537,7 +539,7 @@ def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: flo
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
-    raise TrackingError(f"mlflow server at {url} not healthy after {timeout:.0f} s")
+    raise TrackingError(f"mlflow server at {shown_url(url)} not healthy after {timeout:.0f} s")
 
 
 def stop_server(process: subprocess.Popen, timeout: float = 10.0) -> None:
