@@ -683,8 +683,11 @@ def campaign_run(
     import optuna
 
     from flows.campaign import campaign as campaign_flow
+    from flows.console import run_records_to_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_log = settings.home_path / "logs" / f"campaign-{campaign.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    run_records_to_file(run_log)  # tracebacks there; here, bru's progress and one error line
 
     stop = threading.Event()
     progress, watcher = _watch(campaign, settings, stop)
@@ -692,6 +695,10 @@ def campaign_run(
         watcher.start()
         try:
             campaign_flow(campaign.model_dump(mode="json"))
+        except Exception as exc:
+            if run_log.exists():
+                exc.add_note(f"Prefect's log of the run: {run_log}")
+            raise
         finally:
             stop.set()
             watcher.join(timeout=5)
@@ -1143,8 +1150,9 @@ def bench_models_cmd(
 # --------------------------------------------------------------------------- entry point
 
 
-def _fail(message: str, code: int) -> int:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+def _fail(message: str, code: int, exc: BaseException | None = None) -> int:
+    notes = getattr(exc, "__notes__", [])  # e.g. where the details are
+    err.print(f"error: {'; '.join([message, *notes])}", markup=False, highlight=False, soft_wrap=True)
     return code
 
 
@@ -1154,11 +1162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="bru", standalone_mode=False)
     except StoreFailedError as exc:  # not bad input: the command can simply be run again
-        return _fail(str(exc), 1)
+        return _fail(str(exc), 1, exc)
     except BruError as exc:
-        return _fail(str(exc), 2)
+        return _fail(str(exc), 2, exc)
     except NonFiniteLossError as exc:
-        return _fail(f"training diverged: {exc}; try a lower --lr", 1)
+        return _fail(f"training diverged: {exc}; try a lower --lr", 1, exc)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as exc:

@@ -173,50 +173,6 @@ def _flow_run_processes(flow_run_id: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_gpu_slot_comes_back_after_a_killed_task(prefect_server, tmp_path):
-    home = tmp_path / "home"
-    env = prefect_server.env(BRU_HOME=str(home), PREFECT_WORKER_QUERY_SECONDS="1", BRU_GPU_LEASE_SECONDS="60")
-    slow = tmp_path / "slow.yaml"
-    slow.write_text(
-        "name: slow\ntasks: [{dataset: digits, model: mlp4, epochs: 400}]\nactivations: [relu]\n"
-        "search: {trials: 2, sampler: random, seed: 0, pruner: none, space: {lr: {low: 0.01, high: 0.02}}}\nrepeats: {seeds: [0]}\n"
-    )
-    assert _bru("deploy", env=env).returncode == 0
-    worker_log = tmp_path / "worker.log"
-    with open(worker_log, "w") as log:
-        worker = subprocess.Popen([BRU, "worker", "--pool", "bru-gpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=log, start_new_session=True)  # fmt: skip
-    try:
-        submitted = _bru("campaign", "submit", str(slow), env=env)
-        assert submitted.returncode == 0, submitted.stderr
-        flow_run_id = submitted.stdout.split("flow run ")[-1].strip()
-        settings = get_settings(home=home)
-        deadline = time.time() + 300  # a loaded 2-core machine needs minutes to start a flow-run process
-        while time.time() < deadline:  # until a trial is training (it holds the slot)
-            try:
-                trials = optuna.load_study(study_name="slow/digits/mlp4/relu", storage=settings.optuna).trials
-            except Exception:
-                trials = []
-            if any(t.intermediate_values for t in trials):
-                break
-            time.sleep(0.5)
-        else:
-            state = _api(prefect_server, f"/flow_runs/{flow_run_id}", None).get("state_name")
-            pytest.fail(f"no trial started training; flow run {state}; worker log:\n{worker_log.read_text()[-3000:]}")
-        assert _gpu_slots(prefect_server) == 1
-        processes = _flow_run_processes(flow_run_id)
-        assert processes
-        for pid in processes:
-            os.kill(pid, signal.SIGKILL)
-    finally:
-        _stop_worker(worker)
-    deadline = time.time() + 120  # the lease (60 s, Prefect's minimum) runs out, the repossessor takes it back
-    while time.time() < deadline and _gpu_slots(prefect_server) != 0:
-        time.sleep(1)
-    assert _gpu_slots(prefect_server) == 0
-
-
 def test_submit_without_a_reachable_api_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/api"
     env = {**os.environ, "PREFECT_API_URL": url, "BRU_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p")}

@@ -7,10 +7,13 @@ input have their own tests (listed in docs/reliability.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,7 +23,17 @@ from bru_core.bench import bench_scale
 from bru_core.errors import BruError
 from bru_core.search import counts_towards_budget
 from bru_core.settings import get_settings
-from tests.test_flows import EXPECTED_SMOKE, ROOT, SMOKE, _bru, _counts
+from tests.test_flows import (
+    BRU,
+    EXPECTED_SMOKE,
+    ROOT,
+    SMOKE,
+    _bru,
+    _counts,
+    _flow_run_processes,
+    _gpu_slots,
+    _stop_worker,
+)
 
 
 def _env(home) -> dict[str, str]:
@@ -257,42 +270,115 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2, second.stderr[-3000:]
         assert lines == [lines[-1]] and "campaign 'twice' is already running" in lines[-1], second.stderr[-3000:]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until a trial is in flight
-            running = [t for t in optuna.load_study(study_name=study, storage=storage).trials if t.intermediate_values]
-            if any(t.state == optuna.trial.TrialState.RUNNING for t in running):
-                break
-            time.sleep(0.2)
+        _wait_for_a_trial_in_flight(storage, study, 120, lambda: "the campaign process is too slow")
     finally:
         os.killpg(first.pid, 9)
         first.wait()
     time.sleep(5)  # the dead holder's lease (4 s) runs out
     third = _bru("campaign", "run", spec, env=env)
     assert third.returncode == 0, third.stderr[-3000:]
-    trials = optuna.load_study(study_name=study, storage=storage).trials
-    assert sum(counts_towards_budget(t) for t in trials) == 8
-    killed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs]
-    assert len(killed) == 1  # failed by its heartbeat, then retried once
+    _assert_one_killed_trial_and_nothing_doubled(home, "twice", trials=8)
+
+
+def _wait_for_a_trial_in_flight(storage: str, study: str, timeout: float, why_not) -> None:
+    """Until a trial of the study is RUNNING and has reported an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study, storage=storage).trials
+        except Exception:  # not created yet
+            trials = []
+        if any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{study}: no trial in flight within {timeout:.0f} s; {why_not()}")
+
+
+def _assert_one_killed_trial_and_nothing_doubled(home, campaign: str, trials: int) -> None:
+    """After a kill in the middle of a trial and a rerun: exactly the budget, the killed
+    trial failed by its heartbeat and retried once, its MLflow run FAILED, one FINISHED
+    run per trial, one repeat run per seed (one seed) and one results row per seed."""
     settings = get_settings(home=home)
+    study = f"{campaign}/digits/mlp4/relu"
+    found = optuna.load_study(study_name=study, storage=settings.optuna).trials
+    assert sum(counts_towards_budget(t) for t in found) == trials
+    killed = [t for t in found if t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs]
+    assert len(killed) == 1  # failed by its heartbeat, then retried once
     client = MlflowClient(settings.tracking)
-    experiment = client.get_experiment_by_name("twice")
+    experiment = client.get_experiment_by_name(campaign)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     trial_runs = [r for r in runs if r.data.tags["bru.role"] == "trial"]
     finished = [r for r in trial_runs if r.info.status == "FINISHED"]
-    assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == 8
+    assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == trials
     failed = [r for r in trial_runs if r.info.status == "FAILED"]
     assert [r.data.tags["bru.trial_number"] for r in failed] == [str(killed[0].number)]
     assert sum(r.data.tags["bru.role"] == "repeat" for r in runs) == 1
-    counts = _counts(home, "twice")
-    assert counts["rows evaluations"] == 1
+    assert _counts(home, campaign)["rows evaluations"] == 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campaign_completes(prefect_server, tmp_path):
+    """Service mode, in one piece: a `bru worker` and the flow-run process it started are
+    SIGKILLed in the middle of a trial. The `gpu` slot they held comes back when its
+    lease runs out; the campaign submitted again and run by a new worker completes with
+    exactly its budget, and nothing is doubled."""
+    home = tmp_path / "home"
+    env = prefect_server.env(
+        BRU_HOME=str(home), PREFECT_WORKER_QUERY_SECONDS="1", BRU_GPU_LEASE_SECONDS="60",
+        BRU_CAMPAIGN_LEASE_SECONDS="4", BRU_HEARTBEAT_SECONDS="1", BRU_HEARTBEAT_GRACE_SECONDS="4",
+    )  # fmt: skip
+    spec = _slow_spec(tmp_path, "workerkill", trials=3)
+    deployed = _bru("deploy", env=env)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    worker = _start_worker(env, tmp_path / "worker-1.log")
+    try:
+        submitted = _bru("campaign", "submit", spec, env=env)
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        flow_run_id = submitted.stdout.split("flow run ")[-1].split()[0]
+        _wait_for_a_trial_in_flight(  # a loaded 2-core machine needs minutes to start a flow-run process
+            get_settings(home=home).optuna, "workerkill/digits/mlp4/relu", 300,
+            lambda: f"worker log:\n{(tmp_path / 'worker-1.log').read_text()[-3000:]}",
+        )  # fmt: skip
+        assert _gpu_slots(prefect_server) == 1
+        in_flight = _flow_run_processes(flow_run_id)
+        assert in_flight
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    for pid in in_flight:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120  # the lease (60 s, Prefect's minimum) runs out; the server takes it back
+    while time.monotonic() < deadline and _gpu_slots(prefect_server) != 0:
+        time.sleep(1)
+    assert _gpu_slots(prefect_server) == 0
+    worker = _start_worker(env, tmp_path / "worker-2.log")
+    try:
+        again = _bru("campaign", "submit", spec, "--wait", env=env)
+        assert again.returncode == 0, again.stderr[-3000:] + (tmp_path / "worker-2.log").read_text()[-3000:]
+        assert "flow run Completed" in again.stdout
+    finally:
+        _stop_worker(worker)
+    _assert_one_killed_trial_and_nothing_doubled(home, "workerkill", trials=3)
+    assert _gpu_slots(prefect_server) == 0
+
+
+def _start_worker(env: dict[str, str], log) -> subprocess.Popen:
+    with open(log, "w") as stream:
+        return subprocess.Popen([BRU, "worker", "--pool", "bru-gpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=stream, start_new_session=True)  # fmt: skip
 
 
 def _start_campaign(spec: str, env: dict[str, str], logs) -> subprocess.Popen:
     """`bru campaign run SPEC` in its own process group, its output in files: a pipe
     would also wait for anything the process left running."""
+    return _start_python(["-m", "bru_core", "campaign", "run", spec], env, logs)
+
+
+def _start_python(args: list[str], env: dict[str, str], logs) -> subprocess.Popen:
     logs.mkdir(exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "bru_core", "campaign", "run", spec], env=env, cwd=ROOT,
+        [sys.executable, *args], env=env, cwd=ROOT,
         stdout=(logs / "out.log").open("w"), stderr=(logs / "err.log").open("w"), start_new_session=True,
     )  # fmt: skip
 
@@ -324,7 +410,9 @@ def _resume_if_stopped(process: subprocess.Popen, err: str, spec: str, env: dict
     if process.returncode == 0:
         return
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: "), err[-3000:]
+    assert lines[-1].startswith("error: ") and "Traceback" not in err, err[-3000:]
+    log = Path(lines[-1].split("Prefect's log of the run: ")[1])  # the tracebacks went there
+    assert "Traceback" in log.read_text() and log.parent == Path(env["BRU_HOME"]) / "logs"
     time.sleep(5)  # its campaign lock's lease (4 s here) runs out
     again = _bru("campaign", "run", spec, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -461,3 +549,29 @@ def test_a_store_that_cannot_be_opened_does_not_print_its_password(tmp_path, cap
                  "--optuna-storage", "postgresql+psycopg://bru:s3cret@127.0.0.1:1/optuna"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "bru:***@127.0.0.1:1" in err and "s3cret" not in err, err
+
+
+@pytest.mark.slow
+def test_a_study_flow_run_alone_gives_its_slot_back_at_exit_and_leaves_nothing_running(tmp_path):
+    """The `bru-search` flow run on its own keeps its `gpu` slot between trials and has
+    no campaign to give it back: the exit hook does, before Prefect stops its temporary
+    server (after, the release started a second server that nothing stopped)."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    spec = _slow_spec(tmp_path, "alone", trials=2)
+    script = (
+        "import sys, yaml; from flows.campaign import search_study; from flows.gpu import ensure_gpu_limit; "
+        "ensure_gpu_limit(); print(search_study(yaml.safe_load(open(sys.argv[1])), 'digits/mlp4', 'relu'))"
+    )
+    process = _start_python(["-c", script, spec], _env(home), tmp_path / "logs")
+    try:
+        err = _finish_campaign(process, tmp_path / "logs")
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, 9)
+    assert process.returncode == 0, err[-3000:]
+    assert "'done': 2" in (tmp_path / "logs" / "out.log").read_text()
+    assert "Error emitting event" not in err and "can't register atexit" not in err, err[-3000:]
+    with sqlite3.connect(home / "prefect" / "prefect.db") as db:  # the temporary server's database
+        assert db.execute("SELECT active_slots FROM concurrency_limit_v2 WHERE name = 'gpu'").fetchall() == [(0,)]
