@@ -15,12 +15,13 @@ class _NotRunRecords(logging.Filter):
         return not record.name.startswith(_RUN_LOGGERS)
 
 
-def run_records_to_file(path: Path) -> None:
+def run_records_to_file(path: Path | str) -> None:
     """From now on in this process, flow- and task-run records go to ``path`` (created
     with the first record) and no longer to the console; Prefect's API still gets them."""
     from prefect.logging.formatters import PrefectFormatter
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(path, delay=True, encoding="utf-8")
     to_file.setFormatter(

@@ -232,3 +232,43 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     ]
     again = _bru("deploy", "--pool", pool, "--type", "process", env=env)
     assert again.returncode == 2 and f"work pool {pool!r} exists with type {pool_type}" in again.stderr
+
+
+def test_run_records_go_to_the_log_file_not_the_console(tmp_path):
+    """bru campaign run: a failed task's traceback goes to the log file, not the console;
+    the console still gets everything else (here a warning of Prefect's client)."""
+    path = tmp_path / "logs" / "campaign.log"
+    script = f"""
+import logging, sys
+import flows.campaign  # imports Prefect, which configures its logging
+from flows.console import run_records_to_file
+run_records_to_file({str(path)!r})
+try:
+    raise RuntimeError("the store went away")
+except RuntimeError:
+    logging.getLogger("prefect.task_runs").error(
+        "Finished in state Failed", exc_info=True, extra={{"task_run_name": "t 1", "flow_run_name": "f"}})
+logging.getLogger("prefect.client").warning("a warning of its own")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "a warning of its own" in done.stderr
+    assert "the store went away" not in done.stderr and "Finished in state" not in done.stderr, done.stderr
+    text = path.read_text()
+    assert "Task run 't 1' - Finished in state Failed" in text and "RuntimeError: the store went away" in text
+
+
+def test_the_run_log_file_is_created_with_its_first_record_only(tmp_path):
+    script = (
+        "import flows.campaign, sys; from flows.console import run_records_to_file; run_records_to_file(sys.argv[1])"
+    )
+    log = tmp_path / "logs" / "campaign.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not log.exists()
