@@ -585,6 +585,8 @@ def _prepare_prefect(settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
+    # bru's flow runs beat often: a server's crash automation (bru deploy) expects it
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     if not os.environ.get("PREFECT_API_URL"):  # an embedded server keeps its database there
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
@@ -772,16 +774,22 @@ def deploy(
     image: Annotated[
         str | None, typer.Option(help="Worker image for docker/kubernetes pools (a job variable).")
     ] = None,
+    crash_after: Annotated[
+        float | None,
+        typer.Option(help="Seconds without a heartbeat (one every 30 s) before a flow run is marked Crashed [300]."),
+    ] = None,
 ) -> None:
-    """Create the work pool, the gpu concurrency limit and the deployments (PREFECT_API_URL)."""
+    """Create the work pool, the gpu concurrency limit, the crash automation and the deployments (PREFECT_API_URL)."""
     from bru_core.settings import get_settings
 
     _prepare_prefect(get_settings())
     from flows.service import deploy as run_deploy
 
-    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image)
+    options = {"crash_after": crash_after} if crash_after is not None else {}
+    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image, **options)
     out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s), "
-              f"deployments bru-campaign and bru-aggregate (code at {result['workdir']} on the workers)", highlight=False)  # fmt: skip
+              f"deployments bru-campaign and bru-aggregate (code at {result['workdir']} on the workers); "
+              f"a flow run without a heartbeat for {result['crash_after']:g} s is marked Crashed", highlight=False)  # fmt: skip
     out.print(f"next: bru worker --pool {result['pool']}   then: bru campaign submit SPEC --wait", highlight=False)
 
 

@@ -22,6 +22,14 @@ DEPLOYMENTS = {
     "bru-aggregate": "flows/aggregate.py:aggregate_flow",
 }
 INFRA = REPO / "infra"
+# Flow runs beat every HEARTBEAT_SECONDS (Prefect's shortest period); one of bru's flow
+# runs that has not beaten for crash_after seconds (default: ten beats) had its worker or
+# process die, and an automation marks it Crashed, so that the UI and `bru campaign
+# submit --wait` do not show it Running for ever.
+HEARTBEAT_SECONDS = 30
+CRASH_AFTER_SECONDS = 300
+CRASH_AUTOMATION = "bru: crash flow runs that stop beating"
+BRU_FLOWS = ("bru-campaign", "bru-search", "bru-aggregate")
 
 
 class ServiceError(BruError):
@@ -94,11 +102,12 @@ def deploy(
     source: Path = REPO,
     workdir: str | None = None,
     image: str | None = None,
+    crash_after: float = CRASH_AFTER_SECONDS,
 ) -> dict[str, Any]:
-    """Create the work pool (if missing), set the ``gpu`` limit, and (re)create the
-    deployments ``bru-campaign`` and ``bru-aggregate``. The flows are read from ``source``;
-    workers run them from ``workdir`` (default: the same folder for a process pool, the
-    image's /opt/bru-lab for docker and kubernetes pools)."""
+    """Create the work pool (if missing), set the ``gpu`` limit and the crash automation,
+    and (re)create the deployments ``bru-campaign`` and ``bru-aggregate``. The flows are
+    read from ``source``; workers run them from ``workdir`` (default: the same folder for
+    a process pool, the image's /opt/bru-lab for docker and kubernetes pools)."""
     from prefect import deploy as prefect_deploy
     from prefect import flow as prefect_flow
     from prefect.client.orchestration import get_client
@@ -111,6 +120,11 @@ def deploy(
         raise ServiceError(f"--type: {pool_type!r} is not one of process, docker, kubernetes")
     if gpus is not None and gpus < 1:
         raise ServiceError(f"--gpus: must be at least 1, got {gpus}")
+    if crash_after < 3 * HEARTBEAT_SECONDS:
+        raise ServiceError(
+            f"--crash-after: must be at least {3 * HEARTBEAT_SECONDS} s (three heartbeats of {HEARTBEAT_SECONDS} s), "
+            f"got {crash_after:g}"
+        )
     url = check_api()
     with get_client(sync_client=True) as client:
         try:
@@ -124,8 +138,11 @@ def deploy(
                 WorkPoolCreate(name=pool, type=pool_type, base_job_template=_base_job_template(pool_type))
             )
     slots = ensure_gpu_limit(gpus)
+    ensure_crash_automation(crash_after)
     workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
-    job_variables = {"image": image} if image else {}
+    job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
+    if image:
+        job_variables["image"] = image
     deployments = []
     for name, entrypoint in DEPLOYMENTS.items():
         loaded = prefect_flow.from_source(source=str(source), entrypoint=entrypoint)
@@ -139,9 +156,59 @@ def deploy(
         "pool": pool,
         "type": pool_type,
         "gpu_slots": slots,
+        "crash_after": crash_after,
         "workdir": workdir,
         "deployments": [str(i) for i in ids],
     }
+
+
+def ensure_crash_automation(after_seconds: float = CRASH_AFTER_SECONDS) -> None:
+    """Create, or bring up to date, the automation that marks one of bru's flow runs
+    Crashed when its heartbeats stop (Prefect's recipe for "zombie" flow runs, limited to
+    bru's flows, whose processes beat every HEARTBEAT_SECONDS)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    wanted = Automation(
+        name=CRASH_AUTOMATION,
+        description=f"A flow run of {', '.join(BRU_FLOWS)} without a heartbeat for {after_seconds:g} s is Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "flow", "prefect.resource.name": list(BRU_FLOWS)}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=after_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {after_seconds:g} s: its worker or its process died (bru)",
+            )
+        ],
+    )
+    try:
+        existing = Automation.read(name=CRASH_AUTOMATION)
+    except ValueError:  # not there yet
+        wanted.create()
+        return
+    wanted.id = existing.id
+    wanted.update()
 
 
 def deployment_name(name: str) -> str:

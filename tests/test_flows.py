@@ -226,12 +226,23 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     assert ("nvidia.com/gpu" if pool_type == "kubernetes" else '"Driver": "nvidia"') in gpu_request
     deployment = _api(prefect_server, "/deployments/name/bru-campaign/bru-campaign")
     assert deployment["work_pool_name"] == pool
-    assert deployment["job_variables"] == {"image": "registry.example/bru-lab-worker:1"}
+    assert deployment["job_variables"] == {
+        "image": "registry.example/bru-lab-worker:1",
+        "env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"},  # what the crash automation expects
+    }
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/bru-lab"}}
     ]
     again = _bru("deploy", "--pool", pool, "--type", "process", env=env)
     assert again.returncode == 2 and f"work pool {pool!r} exists with type {pool_type}" in again.stderr
+    too_soon = _bru("deploy", "--pool", "bru-never", "--crash-after", "45", env=env)
+    assert too_soon.returncode == 2 and too_soon.stderr.strip().splitlines() == [
+        "error: --crash-after: must be at least 90 s (three heartbeats of 30 s), got 45"
+    ]
+    assert not any(p["name"] == "bru-never" for p in _api(prefect_server, "/work_pools/filter", {}))
+    automations = _api(prefect_server, "/automations/filter", {})
+    (crash,) = [a for a in automations if a["name"] == "bru: crash flow runs that stop beating"]
+    assert crash["trigger"]["posture"] == "Proactive" and crash["actions"][0]["state"] == "CRASHED"
 
 
 def test_run_records_go_to_the_log_file_not_the_console(tmp_path):

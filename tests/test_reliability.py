@@ -28,6 +28,7 @@ from tests.test_flows import (
     EXPECTED_SMOKE,
     ROOT,
     SMOKE,
+    _api,
     _bru,
     _counts,
     _flow_run_processes,
@@ -320,7 +321,8 @@ def _assert_one_killed_trial_and_nothing_doubled(home, campaign: str, trials: in
 def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campaign_completes(prefect_server, tmp_path):
     """Service mode, in one piece: a `bru worker` and the flow-run process it started are
     SIGKILLed in the middle of a trial. The `gpu` slot they held comes back when its
-    lease runs out; the campaign submitted again and run by a new worker completes with
+    lease runs out, and the dead flow run is marked Crashed when its heartbeats have
+    stopped for --crash-after seconds; the campaign submitted again and run by a new worker completes with
     exactly its budget, and nothing is doubled."""
     home = tmp_path / "home"
     env = prefect_server.env(
@@ -328,8 +330,9 @@ def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campa
         BRU_CAMPAIGN_LEASE_SECONDS="4", BRU_HEARTBEAT_SECONDS="1", BRU_HEARTBEAT_GRACE_SECONDS="4",
     )  # fmt: skip
     spec = _slow_spec(tmp_path, "workerkill", trials=3)
-    deployed = _bru("deploy", env=env)
+    deployed = _bru("deploy", "--crash-after", "90", env=env)  # three missed heartbeats
     assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "without a heartbeat for 90 s is marked Crashed" in deployed.stdout
     worker = _start_worker(env, tmp_path / "worker-1.log")
     try:
         submitted = _bru("campaign", "submit", spec, env=env)
@@ -348,10 +351,16 @@ def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campa
     for pid in in_flight:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 120  # the lease (60 s, Prefect's minimum) runs out; the server takes it back
-    while time.monotonic() < deadline and _gpu_slots(prefect_server) != 0:
+    # The slot's lease (60 s, Prefect's minimum) runs out and the server takes it back; the
+    # dead flow run, which beat every 30 s, is marked Crashed by bru's automation.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (
+        _gpu_slots(prefect_server) != 0 or _state(prefect_server, flow_run_id) != "CRASHED"
+    ):
         time.sleep(1)
     assert _gpu_slots(prefect_server) == 0
+    dead = _api(prefect_server, f"/flow_runs/{flow_run_id}")
+    assert dead["state"]["type"] == "CRASHED" and "no heartbeat for 90 s" in dead["state"]["message"], dead["state"]
     worker = _start_worker(env, tmp_path / "worker-2.log")
     try:
         again = _bru("campaign", "submit", spec, "--wait", env=env)
@@ -361,6 +370,10 @@ def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campa
         _stop_worker(worker)
     _assert_one_killed_trial_and_nothing_doubled(home, "workerkill", trials=3)
     assert _gpu_slots(prefect_server) == 0
+
+
+def _state(server, flow_run_id: str) -> str:
+    return _api(server, f"/flow_runs/{flow_run_id}")["state"]["type"]
 
 
 def _start_worker(env: dict[str, str], log) -> subprocess.Popen:
