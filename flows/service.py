@@ -216,8 +216,36 @@ def deployment_name(name: str) -> str:
     return f"{name}/{name}"
 
 
+def unfinished_campaign_runs(client: Any, campaign: str) -> list[Any]:
+    """The campaign's flow runs on this server that have not ended (scheduled, pending,
+    running, paused). A run whose worker died ends Crashed: the automation that
+    `bru deploy` installs sees to it. A run being cancelled does not count: with its
+    worker dead it may stay Cancelling for good."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    return client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=["bru-campaign"])),
+        flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[f"campaign {campaign}"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+        ),
+        limit=5,
+    )
+
+
 def submit(spec: dict[str, Any]) -> str:
-    """Start a campaign flow run on the deployment; returns the flow run id."""
+    """Start a campaign flow run on the deployment; returns the flow run id. Refused
+    while the same campaign has a flow run that has not ended (the campaign lock inside
+    the flow would refuse it anyway, but only once a worker has started it)."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
@@ -228,6 +256,12 @@ def submit(spec: dict[str, Any]) -> str:
             client.read_deployment_by_name(deployment_name("bru-campaign"))
         except ObjectNotFound:
             raise ServiceError("no bru-campaign deployment on this Prefect server: run bru deploy first") from None
+        for run in unfinished_campaign_runs(client, spec["name"]):
+            state = run.state.name if run.state is not None else "no state"
+            raise ServiceError(
+                f"campaign {spec['name']!r} already has flow run {run.id} ({state}); "
+                f"wait for it to end, or cancel it with: prefect flow-run cancel {run.id}"
+            )
     run = run_deployment(
         deployment_name("bru-campaign"), parameters={"spec": spec}, timeout=0, flow_run_name=f"campaign {spec['name']}"
     )

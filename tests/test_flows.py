@@ -154,8 +154,17 @@ def test_service_path_deploy_worker_submit_wait(prefect_server, tmp_path):
     finally:
         os.killpg(waiting.pid, signal.SIGKILL)
         waiting.wait()
-    # leave no scheduled run behind for the next test's worker
     flow_run_id = waiting.stdout.read().split("flow run ")[-1].split()[0]
+    # while that run waits, the same campaign is not submitted twice
+    twice = _bru("campaign", "submit", SMOKE, env=env)
+    assert twice.returncode == 2 and twice.stderr.strip().splitlines() in [
+        [
+            f"error: campaign 'smoke' already has flow run {flow_run_id} ({state}); "
+            f"wait for it to end, or cancel it with: prefect flow-run cancel {flow_run_id}"
+        ]
+        for state in ("Scheduled", "Late")  # Late: a scheduled run past its start time
+    ], twice.stderr
+    # leave no scheduled run behind for the next test's worker
     urllib.request.urlopen(
         urllib.request.Request(f"{prefect_server.api_url}/flow_runs/{flow_run_id}", method="DELETE"), timeout=10
     )
