@@ -270,6 +270,26 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def check_reachable(url: str) -> None:
+    """Before a campaign starts: a results database on a server answers, so that a wrong
+    BRU_RESULTS_URL is found now, not after days of training. Nothing is written (a SQLite
+    file is created when the aggregation first writes it)."""
+    if url.startswith("sqlite"):
+        return
+    try:
+        engine = create_engine(url)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError) as exc:
+        raise BruError(
+            f"results database {shown_url(url)} cannot be reached: {str(exc).splitlines()[0][:200]}; "
+            "check BRU_RESULTS_URL (or --results-url)"
+        ) from None
+
+
 class ResultsStore:
     """The results database at ``url`` (schema upgraded on open)."""
 

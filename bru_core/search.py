@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bru_core.config import TrainConfig
 from bru_core.data import Data
 from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
+from bru_core.results import check_reachable as check_results_reachable
 from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.spec import CampaignSpec, ParamSpec
 from bru_core.tracking import RunLogger, Tracker, check_server, run_slug
@@ -112,9 +113,11 @@ def storage(settings: Settings) -> RDBStorage:
 
 
 def check_stores(settings: Settings) -> None:
-    """Before a campaign starts: the MLflow server answers (checked first, writing
-    nothing), the Optuna storage opens, the tracking store answers; else one line."""
+    """Before a campaign starts: the MLflow server and a results database on a server
+    answer (checked first, writing nothing), the Optuna storage opens, the tracking store
+    answers; else one line."""
     check_server(settings.tracking)
+    check_results_reachable(settings.results)
     storage(settings)
     with Tracker(settings) as tracker:
         tracker.check(server_checked=True)

@@ -69,6 +69,7 @@ class PostgresServer:
     user: str
     data_dir: Path
     log_path: Path
+    options: str = ""  # the server's options, for a pg_ctl start after a stop
 
     def url(self, database: str) -> str:
         """SQLAlchemy URL (psycopg 3 driver) for ``database``; no password, the cluster trusts local TCP."""
@@ -156,7 +157,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.chown(root, user=PG_USER, group=pwd.getpwnam(PG_USER).pw_gid)
 
     port = free_port()
-    server = PostgresServer(host=HOST, port=port, user=PG_USER, data_dir=data_dir, log_path=log_path)
+    # fsync/synchronous_commit/full_page_writes off: durability is pointless for a test cluster.
+    options = (
+        f"-c listen_addresses={HOST} -p {port} -k {shlex.quote(str(root))} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    server = PostgresServer(host=HOST, port=port, user=PG_USER, data_dir=data_dir, log_path=log_path, options=options)
     started = False
     try:
         # --no-sync: the cluster is thrown away, so skip flushing to disk (faster on slow CI disks).
@@ -165,11 +171,6 @@ def postgres_server() -> Iterator[PostgresServer]:
              "--encoding=UTF8", "--locale=C", "--no-sync"],
             cwd=root,
         )  # fmt: skip
-        # fsync/synchronous_commit/full_page_writes off: durability is pointless for a test cluster.
-        options = (
-            f"-c listen_addresses={HOST} -p {port} -k {shlex.quote(str(root))} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
         start = [*prefix, pg_ctl, "-D", str(data_dir), "-w", "-t", "60", "-o", options, "-l", str(log_path), "start"]
         started = True  # from here on, always try to stop it: a failed or timed-out start may have left it up
         result = subprocess.run(start, cwd=root, capture_output=True, text=True, timeout=90)

@@ -162,6 +162,10 @@ BAD_COMMAND_LINES = [
     (["campaign", "run", "{spec}", "--optuna-storage", "postgresql+psycopg://u@127.0.0.1:1/x"], "Optuna storage"),
     (["campaign", "run", "{spec}", "--tracking-uri", "http://127.0.0.1:1"], "MLflow tracking at http://127.0.0.1:1"),
     (["search", "{spec}", "--task", "digits/mlp4", "-a", "relu", "--tracking-uri", "http://127.0.0.1:1"], "MLflow"),
+    (
+        ["campaign", "run", "{spec}", "--results-url", "postgresql+psycopg://u:pw@127.0.0.1:1/x"],
+        "results database postgresql+psycopg://u:***@127.0.0.1:1/x cannot be reached",
+    ),
     (["campaign", "submit", "{spec}"], "PREFECT_API_URL"),
     (["results", "--campaign", "nope"], "no results database"),
     (["train", "--epochs", "-1"], "--epochs"),

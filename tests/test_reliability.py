@@ -1,9 +1,11 @@
-"""Faults and load (docs/reliability.md): a campaign cut short before its aggregation
+"""Faults and load (docs/reliability.md): a campaign killed before its aggregation
 resumes without retraining; PostgreSQL or the MLflow server restarted under a running
-study loses and doubles nothing; a second campaign of the same name is
-refused, and a killed one resumes; four workers share one PostgreSQL-backed study of 200
-trials and end with exactly 200, one MLflow run each. Killed workers, NaN losses and bad
-input have their own tests (listed in docs/reliability.md)."""
+study or campaign loses and doubles nothing and leaves nothing running; a second campaign
+of the same name is refused, and a killed one resumes; a killed service-mode worker gives
+its slot back, its flow run is marked Crashed, and the resubmitted campaign completes;
+four workers share one PostgreSQL-backed study of 200 trials and end with exactly 200,
+one MLflow run each. NaN losses and bad input have their own tests (listed in
+docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -44,29 +46,68 @@ def _env(home) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_campaign_stopped_before_its_aggregation_resumes_without_retraining(tmp_path):
-    """The campaign process stops after the repeats, before the aggregation (here: the
-    flow is run with aggregate=False, the state a kill at that point leaves); running the
-    campaign again trains nothing, logs nothing twice, and aggregates."""
+def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_without_retraining(
+    tmp_path, postgres_server, postgres_url, monkeypatch
+):
+    """A `bru campaign run` process SIGKILLed after its repeats, before its aggregation
+    has written anything: running the campaign again trains nothing, logs nothing twice,
+    and aggregates. To stop it at exactly that point, its results database (PostgreSQL)
+    is stopped while the repeats train: the aggregation cannot write, and Prefect waits
+    to retry it, which is when the process is killed."""
+    from tests.servers import _as_postgres_user, _find_initdb
+
     home = tmp_path / "home"
-    env = _env(home)
-    cut_short = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, yaml; from flows.campaign import campaign; "
-         "campaign(yaml.safe_load(open(sys.argv[1])), aggregate=False)", SMOKE],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert cut_short.returncode == 0, cut_short.stderr[-3000:]
+    env = _env(home) | {"BRU_RESULTS_URL": postgres_url, "BRU_CAMPAIGN_LEASE_SECONDS": "4"}
+    monkeypatch.setenv("BRU_RESULTS_URL", postgres_url)  # where this test's _counts looks too
+    pg_ctl = [*_as_postgres_user(), str(_find_initdb().parent / "pg_ctl"), "-D", str(postgres_server.data_dir),
+              "-l", str(postgres_server.log_path), "-w"]  # fmt: skip
+    first = _start_campaign(SMOKE, env, tmp_path / "logs")
+    stopped = False
+    try:
+        _wait_for_runs(home, "repeat", 1, first, finished=False)  # the repeats have begun
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True, timeout=120)
+        stopped = True
+        _wait_for_runs(home, "repeat", EXPECTED_SMOKE["runs repeat"], first, finished=True)
+        time.sleep(3)  # past the repeats: registering the models, then the aggregation fails and waits
+        assert first.poll() is None, (tmp_path / "logs" / "err.log").read_text()[-3000:]
+    finally:
+        if _group_alive(first.pid):
+            os.killpg(first.pid, 9)
+        first.wait()
+        if stopped:
+            subprocess.run(
+                [*pg_ctl, "-o", postgres_server.options, "start"], check=True, capture_output=True, timeout=120
+            )
     before = _trained(home)
     assert before["runs repeat"] == EXPECTED_SMOKE["runs repeat"]
-    with pytest.raises(BruError, match="unknown campaign 'smoke'"):  # not aggregated yet
+    with pytest.raises(BruError, match="unknown campaign 'smoke'"):  # nothing aggregated
         _counts(home)
+    time.sleep(5)  # the killed campaign's lock lease (4 s) runs out
     resumed = _bru("campaign", "run", SMOKE, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "eru:2 vs relu on digits/mlp4" in resumed.stdout
     after = _counts(home)
     assert EXPECTED_SMOKE.items() <= after.items(), after
     assert _trained(home) == before  # nothing trained or logged again
+
+
+def _wait_for_runs(
+    home, role: str, count: int, process: subprocess.Popen, finished: bool, timeout: float = 300
+) -> None:
+    """Until the campaign's MLflow experiment holds ``count`` runs of ``role`` (FINISHED ones
+    if ``finished``)."""
+    client = MlflowClient(get_settings(home=home).tracking)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            experiment = client.get_experiment_by_name("smoke")
+            runs = client.search_runs([experiment.experiment_id], f"tags.`bru.role` = '{role}'") if experiment else []
+        except Exception:  # the store is being created
+            runs = []
+        if sum(not finished or r.info.status == "FINISHED" for r in runs) >= count:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"fewer than {count} {role} runs in {timeout:.0f} s (process exit code {process.poll()})")
 
 
 def _trained(home) -> dict[str, int]:
