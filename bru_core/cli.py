@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bru_core.errors import BruError, ConfigError, NonFiniteLossError, StoreFailedError
+from flows.service import CRASH_AFTER_SECONDS, HEARTBEAT_SECONDS  # constants only: no Prefect import
 
 app = typer.Typer(
     help="bru-lab: does one activation function really beat another? Train, compare, measure.",
@@ -586,7 +587,7 @@ def _prepare_prefect(settings) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
     # bru's flow runs beat often: a server's crash automation (bru deploy) expects it
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
     if not os.environ.get("PREFECT_API_URL"):  # an embedded server keeps its database there
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
@@ -775,9 +776,11 @@ def deploy(
         str | None, typer.Option(help="Worker image for docker/kubernetes pools (a job variable).")
     ] = None,
     crash_after: Annotated[
-        float | None,
-        typer.Option(help="Seconds without a heartbeat (one every 30 s) before a flow run is marked Crashed [300]."),
-    ] = None,
+        float,
+        typer.Option(
+            help=f"Seconds without a heartbeat (one every {HEARTBEAT_SECONDS} s) before a flow run is marked Crashed."
+        ),
+    ] = CRASH_AFTER_SECONDS,
 ) -> None:
     """Create the work pool, the gpu concurrency limit, the crash automation and the deployments (PREFECT_API_URL)."""
     from bru_core.settings import get_settings
@@ -785,8 +788,7 @@ def deploy(
     _prepare_prefect(get_settings())
     from flows.service import deploy as run_deploy
 
-    options = {"crash_after": crash_after} if crash_after is not None else {}
-    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image, **options)
+    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image, crash_after=crash_after)
     out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s), "
               f"deployments bru-campaign and bru-aggregate (code at {result['workdir']} on the workers); "
               f"a flow run without a heartbeat for {result['crash_after']:g} s is marked Crashed", highlight=False)  # fmt: skip

@@ -88,20 +88,17 @@ def _busy(campaign: str, holder: str, age: float) -> CampaignBusyError:
 
 def _acquire(engine: sa.Engine, campaign: str, holder: str, lease: float) -> None:
     now = time.time()
+    take = sa.insert(LOCKS).values(campaign=campaign, holder=holder, acquired_at=now, renewed_at=now)
     try:
         with engine.begin() as connection:
-            connection.execute(
-                sa.insert(LOCKS).values(campaign=campaign, holder=holder, acquired_at=now, renewed_at=now)
-            )
+            connection.execute(take)
         return
     except IntegrityError:
         pass
     with engine.begin() as connection:
         row = connection.execute(sa.select(LOCKS).where(LOCKS.c.campaign == campaign)).first()
-        if row is None:  # released in between: try once more from the start
-            connection.execute(
-                sa.insert(LOCKS).values(campaign=campaign, holder=holder, acquired_at=now, renewed_at=now)
-            )
+        if row is None:  # released in between: try once more
+            connection.execute(take)
             return
         if row.holder == holder:
             return

@@ -17,6 +17,7 @@ SQLAlchemy 2.1), which bru-lab installs.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,8 +75,6 @@ def get_settings(**overrides: object) -> Settings:
 
 def shown_url(url: str) -> str:
     """A store URL as it may be printed or logged: any password replaced by ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:

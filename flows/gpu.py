@@ -119,7 +119,10 @@ def _release_at_exit() -> None:
     threading's exit hooks run before the ``atexit`` module's, and Prefect stops a
     temporary server from ``atexit``: a slot released after that would make its client
     start a second temporary server, which nothing would stop (it outlived every
-    ``bru campaign run`` that failed). Prefect's services use the same hook."""
+    ``bru campaign run`` that failed). Prefect's services use the same hook. It is
+    registered with the first slot, not at import: threading's hooks run last in, first
+    out, so it then runs before the hook of Prefect's events worker, which the release
+    still needs."""
     global _release_at_exit_registered
     if not _release_at_exit_registered:
         threading._register_atexit(release_idle_slots)  # type: ignore[attr-defined]

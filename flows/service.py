@@ -216,6 +216,11 @@ def deployment_name(name: str) -> str:
     return f"{name}/{name}"
 
 
+def campaign_run_name(campaign: str) -> str:
+    """A campaign's flow run name, as the bru-campaign flow names its runs."""
+    return f"campaign {campaign}"
+
+
 def unfinished_campaign_runs(client: Any, campaign: str) -> list[Any]:
     """The campaign's flow runs on this server that have not ended (scheduled, pending,
     running, paused). A run whose worker died ends Crashed: the automation that
@@ -235,7 +240,7 @@ def unfinished_campaign_runs(client: Any, campaign: str) -> list[Any]:
     return client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=["bru-campaign"])),
         flow_run_filter=FlowRunFilter(
-            name=FlowRunFilterName(any_=[f"campaign {campaign}"]),
+            name=FlowRunFilterName(any_=[campaign_run_name(campaign)]),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
         ),
         limit=5,
@@ -256,14 +261,19 @@ def submit(spec: dict[str, Any]) -> str:
             client.read_deployment_by_name(deployment_name("bru-campaign"))
         except ObjectNotFound:
             raise ServiceError("no bru-campaign deployment on this Prefect server: run bru deploy first") from None
-        for run in unfinished_campaign_runs(client, spec["name"]):
-            state = run.state.name if run.state is not None else "no state"
+        unfinished = unfinished_campaign_runs(client, spec["name"])
+        if unfinished:
+            busy = unfinished[0]
+            state = busy.state.name if busy.state is not None else "no state"
             raise ServiceError(
-                f"campaign {spec['name']!r} already has flow run {run.id} ({state}); "
-                f"wait for it to end, or cancel it with: prefect flow-run cancel {run.id}"
+                f"campaign {spec['name']!r} already has flow run {busy.id} ({state}); "
+                f"wait for it to end, or cancel it with: prefect flow-run cancel {busy.id}"
             )
     run = run_deployment(
-        deployment_name("bru-campaign"), parameters={"spec": spec}, timeout=0, flow_run_name=f"campaign {spec['name']}"
+        deployment_name("bru-campaign"),
+        parameters={"spec": spec},
+        timeout=0,
+        flow_run_name=campaign_run_name(spec["name"]),
     )
     return str(run.id)
 
