@@ -71,6 +71,16 @@ class PostgresServer:
     log_path: Path
     options: str = ""  # the server's options, for a pg_ctl start after a stop
 
+    def pg_ctl(self, action: str) -> None:
+        """``restart`` (fast), ``stop`` (fast) or ``start`` the server in place, waiting for
+        it; as the postgres user, output to the server's log (the postmaster would keep an
+        inherited pipe open)."""
+        args = {"restart": ["-m", "fast"], "stop": ["-m", "fast"], "start": ["-o", self.options]}[action]
+        command = [*_as_postgres_user(), str(_find_initdb().parent / "pg_ctl"), "-D", str(self.data_dir),
+                   "-l", str(self.log_path), "-w", *args, action]  # fmt: skip
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        assert done.returncode == 0, f"pg_ctl {action} failed:\n{_tail(self.log_path)}"
+
     def url(self, database: str) -> str:
         """SQLAlchemy URL (psycopg 3 driver) for ``database``; no password, the cluster trusts local TCP."""
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"

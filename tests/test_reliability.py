@@ -54,18 +54,14 @@ def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_witho
     and aggregates. To stop it at exactly that point, its results database (PostgreSQL)
     is stopped while the repeats train: the aggregation cannot write, and Prefect waits
     to retry it, which is when the process is killed."""
-    from tests.servers import _as_postgres_user, _find_initdb
-
     home = tmp_path / "home"
     env = _env(home) | {"BRU_RESULTS_URL": postgres_url, "BRU_CAMPAIGN_LEASE_SECONDS": "4"}
     monkeypatch.setenv("BRU_RESULTS_URL", postgres_url)  # where this test's _counts looks too
-    pg_ctl = [*_as_postgres_user(), str(_find_initdb().parent / "pg_ctl"), "-D", str(postgres_server.data_dir),
-              "-l", str(postgres_server.log_path), "-w"]  # fmt: skip
     first = _start_campaign(SMOKE, env, tmp_path / "logs")
     stopped = False
     try:
         _wait_for_runs(home, "repeat", 1, first, finished=False)  # the repeats have begun
-        subprocess.run([*pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True, timeout=120)
+        postgres_server.pg_ctl("stop")
         stopped = True
         _wait_for_runs(home, "repeat", EXPECTED_SMOKE["runs repeat"], first, finished=True)
         time.sleep(3)  # past the repeats: registering the models, then the aggregation fails and waits
@@ -75,9 +71,7 @@ def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_witho
             os.killpg(first.pid, 9)
         first.wait()
         if stopped:
-            subprocess.run(
-                [*pg_ctl, "-o", postgres_server.options, "start"], check=True, capture_output=True, timeout=120
-            )
+            postgres_server.pg_ctl("start")
     before = _trained(home)
     assert before["runs repeat"] == EXPECTED_SMOKE["runs repeat"]
     with pytest.raises(BruError, match="unknown campaign 'smoke'"):  # nothing aggregated
@@ -162,25 +156,32 @@ def _slow_spec(tmp_path, name: str, trials: int = 8) -> str:
     return str(spec)
 
 
-def _wait_for_trials(storage: str, study: str, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_study(storage: str, study: str, until, timeout: float, process: subprocess.Popen, why_not) -> None:
+    """Until ``until(trials)`` holds for the study's trials; fails the test on timeout or
+    if the process running the study exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            done = optuna.load_study(study_name=study, storage=storage).trials
-            if sum(counts_towards_budget(t) for t in done) >= count:
-                return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{study}: fewer than {count} trials finished in {timeout} s")
+            trials = optuna.load_study(study_name=study, storage=storage).trials
+        except Exception:  # not created yet, or the database is restarting
+            trials = []
+        if until(trials):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{study}: {why_not()} (waited {timeout:.0f} s; process exit code {process.poll()})")
+
+
+def _wait_for_trials(storage: str, study: str, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    def finished(trials) -> bool:
+        return sum(counts_towards_budget(t) for t in trials) >= count
+
+    _wait_for_study(storage, study, finished, timeout, process, lambda: f"fewer than {count} trials finished")
 
 
 @pytest.mark.slow
 def test_postgresql_restarted_mid_study(tmp_path, postgres_server, postgres_url):
     """PostgreSQL restarts while a study runs: the study recovers (or stops with one
     clear line), and running it again completes it with nothing lost or doubled."""
-    from tests.servers import _as_postgres_user, _find_initdb
-
     spec = _slow_spec(tmp_path, "pgrestart")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRU_")} | {
         "BRU_HOME": str(tmp_path / "home"), "BRU_OPTUNA_STORAGE": postgres_url,
@@ -188,14 +189,7 @@ def test_postgresql_restarted_mid_study(tmp_path, postgres_server, postgres_url)
     command = [sys.executable, "-m", "bru_core", "search", spec, "--task", "digits/mlp4", "-a", "relu", "--no-repeats"]
     worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_trials(postgres_url, "pgrestart/digits/mlp4/relu", 2, worker)
-    pg_ctl = _find_initdb().parent / "pg_ctl"
-    # the new postmaster would inherit a pipe and keep it open: its output goes to its log
-    restarted = subprocess.run(
-        [*_as_postgres_user(), str(pg_ctl), "-D", str(postgres_server.data_dir), "-l", str(postgres_server.log_path),
-         "-m", "fast", "-w", "restart"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-    )  # fmt: skip
-    assert restarted.returncode == 0, postgres_server.log_path.read_text()[-2000:]
+    postgres_server.pg_ctl("restart")
     _, err = worker.communicate(timeout=600)
     if worker.returncode != 0:  # it may stop: then with one clear line, not a traceback
         lines = [line for line in err.splitlines() if line.strip()]
@@ -312,7 +306,7 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2, second.stderr[-3000:]
         assert lines == [lines[-1]] and "campaign 'twice' is already running" in lines[-1], second.stderr[-3000:]
-        _wait_for_a_trial_in_flight(storage, study, 120, lambda: "the campaign process is too slow")
+        _wait_for_a_trial_in_flight(storage, study, 120, first, lambda: "the campaign process is too slow")
     finally:
         os.killpg(first.pid, 9)
         first.wait()
@@ -322,18 +316,13 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
     _assert_one_killed_trial_and_nothing_doubled(home, "twice", trials=8)
 
 
-def _wait_for_a_trial_in_flight(storage: str, study: str, timeout: float, why_not) -> None:
+def _wait_for_a_trial_in_flight(storage: str, study: str, timeout: float, process: subprocess.Popen, why_not) -> None:
     """Until a trial of the study is RUNNING and has reported an epoch."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name=study, storage=storage).trials
-        except Exception:  # not created yet
-            trials = []
-        if any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{study}: no trial in flight within {timeout:.0f} s; {why_not()}")
+
+    def in_flight(trials) -> bool:
+        return any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials)
+
+    _wait_for_study(storage, study, in_flight, timeout, process, lambda: f"no trial in flight; {why_not()}")
 
 
 def _assert_one_killed_trial_and_nothing_doubled(home, campaign: str, trials: int) -> None:
@@ -380,7 +369,7 @@ def test_a_worker_killed_mid_trial_gives_back_its_slot_and_the_resubmitted_campa
         assert submitted.returncode == 0, submitted.stderr[-3000:]
         flow_run_id = submitted.stdout.split("flow run ")[-1].split()[0]
         _wait_for_a_trial_in_flight(  # a loaded 2-core machine needs minutes to start a flow-run process
-            get_settings(home=home).optuna, "workerkill/digits/mlp4/relu", 300,
+            get_settings(home=home).optuna, "workerkill/digits/mlp4/relu", 300, worker,
             lambda: f"worker log:\n{(tmp_path / 'worker-1.log').read_text()[-3000:]}",
         )  # fmt: skip
         assert _gpu_slots(prefect_server) == 1
@@ -477,8 +466,6 @@ def test_postgresql_restarted_mid_campaign(tmp_path, postgres_server, postgres_u
     """The same restart under a whole embedded campaign (Prefect flow, tasks, repeats,
     aggregation): it recovers or stops with an error line and leaves nothing running,
     and running it again completes it with exactly its budget, nothing doubled."""
-    from tests.servers import _as_postgres_user, _find_initdb
-
     home = tmp_path / "home"
     env = _env(home) | {"BRU_OPTUNA_STORAGE": postgres_url, "BRU_HEARTBEAT_SECONDS": "1",
                         "BRU_HEARTBEAT_GRACE_SECONDS": "4", "BRU_CAMPAIGN_LEASE_SECONDS": "4"}  # fmt: skip
@@ -487,13 +474,7 @@ def test_postgresql_restarted_mid_campaign(tmp_path, postgres_server, postgres_u
     first = _start_campaign(spec, env, tmp_path / "logs")
     try:
         _wait_for_trials(postgres_url, study, 2, first)
-        pg_ctl = _find_initdb().parent / "pg_ctl"
-        restarted = subprocess.run(
-            [*_as_postgres_user(), str(pg_ctl), "-D", str(postgres_server.data_dir), "-l",
-             str(postgres_server.log_path), "-m", "fast", "-w", "restart"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-        )  # fmt: skip
-        assert restarted.returncode == 0
+        postgres_server.pg_ctl("restart")
         _resume_if_stopped(first, _finish_campaign(first, tmp_path / "logs"), spec, env)
     finally:
         if _group_alive(first.pid):
