@@ -7,10 +7,15 @@ ERU and ORU come in two implementations that must agree (tests/test_activations.
 * ``eru_reference`` / ``oru_reference``: PAPER.md's formulas written as plain torch ops,
   each branch evaluated on a clamped input. Slow, and autograd gets the slope at z = 0
   wrong (0 instead of r), which is why the fast path computes its own derivative.
-* ``eru`` / ``oru``: the path used in training. One autograd Function: the forward
-  computes the value with in-place ops, saves only the input (one tensor, as ELU does),
-  and the backward computes the exact slope from it with differentiable ops, so
-  gradients of any order are exact.
+* ``eru`` / ``oru``: the path used in training. One autograd Function that saves one
+  tensor, as ELU does. Eager ops: the forward computes the value with in-place ops and
+  saves the input, and the backward computes the exact slope from it with differentiable
+  ops, so gradients of any order are exact. Fused kernels (bru_core.kernels): in float32
+  the output is saved, the slope from it being cheaper; in bfloat16/float16 the input,
+  because a slope from a rounded output cancels (y + 1/r) and can even come out negative.
+* bfloat16 and float16 are computed in float32 and rounded once on both paths, value and
+  gradient. Op by op in bf16 even the exponent r log2(e) z is rounded to 8 bits: at
+  z = -20 with r = 3 (86.6) by up to 0.25, a factor 2^0.25 (19%) on the result.
 
 Both families share f'(z) = r w / u, with u = r^2 a + 1 (a = relu(z) for ERU, |z| for ORU)
 and w = f(z) + 1/r (ERU) or |f(z)| + 1 (ORU), and ERU(z) + 1/r = u^(1/r) exp(r min(z, 0)),
@@ -20,6 +25,18 @@ could leak inf or NaN.
 * r = 2, the default, is exact in binary: u^(1/2) = 2 sqrt(a + 1/4).
 * Any other radix works in base-2 logs, with u evaluated scaled by a power of two, so that
   r^2 z cannot overflow for a finite z whose value is finite, and log2 u is exactly 0 at 0.
+
+The registry maps spec strings to modules: a name (``relu``, ``gelu``, ...), a radix
+family with one radix (``eru:3``; ``eru`` alone is ``eru:2``), or a radix schedule that
+gives each hidden layer its own radix (``activations_for``):
+
+* a ramp ``oru:3>2``: linear from R1 in the first hidden layer to R2 in the last
+  (3, 2.67, 2.33, 2 on four layers);
+* a step ``oru:3|2``: R1 in the first half of the hidden layers, R2 in the second, as
+  PAPER.md's O3RU-then-O2RU MLP; of an odd number of layers the middle one belongs to the
+  first half (3, 3, 3, 2, 2 on five layers).
+
+Either with one hidden layer is R1; either with two equal radices is the plain ``oru:3``.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -98,9 +116,10 @@ def _oru_value(z: Tensor, r: float) -> Tensor:
     return _log2_u(z.abs(), r).mul_(1 / r).exp2_().sub_(1.0).copysign_(z)  # exactly 0 at z = 0
 
 
-# Slopes: f'(z) = r w / u = r u^(1/r - 1) exp(r min(z, 0)), one exp2 for all of it.
-# Computed in backward from the saved input with out-of-place ops, so that with
-# create_graph=True autograd differentiates them again (exact second order).
+# Slopes: f'(z) = r w / u = r u^(1/r - 1) exp(r min(z, 0)), one exp2 for all of it, and
+# never negative. Computed in backward from the saved input with out-of-place ops, so that
+# with create_graph=True autograd differentiates them again (exact second order).
+# bru_core.kernels.slope_from_input is the same formula, term for term, for the fused path.
 
 
 def _eru_slope(z: Tensor, r: float) -> Tensor:
@@ -121,34 +140,51 @@ _VALUES = {"eru": _eru_value, "oru": _oru_value}
 _SLOPES = {"eru": _eru_slope, "oru": _oru_slope}
 
 
+def _eager_value(family: str, z: Tensor, r: float) -> Tensor:
+    if z.dtype in kernels.LOW_PRECISION:  # in float32, rounded once (module docstring)
+        return _VALUES[family](z.float(), r).to(z.dtype)
+    return _VALUES[family](z, r)
+
+
+def _eager_gradient(family: str, z: Tensor, grad: Tensor, r: float) -> Tensor:
+    """grad * f'(z) with differentiable eager ops; low precision in float32, rounded once."""
+    if z.dtype in kernels.LOW_PRECISION:
+        return (grad.float() * _SLOPES[family](z.float(), r)).to(grad.dtype)
+    return grad * _SLOPES[family](z, r)
+
+
 class _RadixFunction(torch.autograd.Function):
     """value(z) forward; grad * slope backward; one saved tensor, as ELU.
 
     Eager: saves the input and recomputes the slope from it. Fused (bru_core.kernels):
-    one kernel each way, saving the output, from which the slope is cheaper (ELU's way).
-    A double backward (create_graph=True) takes differentiable eager ops on either path."""
+    one kernel each way; in float32 it saves the output, from which the slope is cheaper
+    (ELU's way); in bfloat16/float16 the input, because the slope from a rounded output
+    cancels. The input is the same size, but where the next layer saves the output anyway
+    (a Linear does) it is one more tensor kept, as on the eager path. A double backward
+    (create_graph=True) takes differentiable eager ops on either path."""
 
     @staticmethod
     def forward(ctx, z: Tensor, r: float, family: str, fused: bool) -> Tensor:  # type: ignore[override]
         ctx.r, ctx.family = r, family
         value = kernels.forward(family, z, r) if fused else None
-        ctx.from_output = value is not None
+        ctx.fused = value is not None
+        ctx.from_output = ctx.fused and z.dtype not in kernels.LOW_PRECISION
         if value is None:
-            ctx.save_for_backward(z)
-            return _VALUES[family](z, r)
-        ctx.save_for_backward(value)
+            value = _eager_value(family, z, r)
+        ctx.save_for_backward(value if ctx.from_output else z)
         return value
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (saved,) = ctx.saved_tensors
-        if not ctx.from_output:
-            return grad_output * _SLOPES[ctx.family](saved, ctx.r), None, None, None
-        if not torch.is_grad_enabled():
-            grad = kernels.backward(ctx.family, saved, grad_output, ctx.r)
+        if ctx.fused and not torch.is_grad_enabled():  # create_graph=True needs differentiable ops
+            fused_backward = kernels.backward if ctx.from_output else kernels.backward_from_input
+            grad = fused_backward(ctx.family, saved, grad_output, ctx.r)
             if grad is not None:
                 return grad, None, None, None
-        return grad_output * kernels.eager_slope(ctx.family, saved, ctx.r), None, None, None
+        if ctx.from_output:
+            return grad_output * kernels.eager_slope(ctx.family, saved, ctx.r), None, None, None
+        return _eager_gradient(ctx.family, saved, grad_output, ctx.r), None, None, None
 
 
 def _radix_unit(family: str, z: Tensor, r: float, fused: bool | None) -> Tensor:
@@ -158,7 +194,7 @@ def _radix_unit(family: str, z: Tensor, r: float, fused: bool | None) -> Tensor:
     if z.requires_grad and torch.is_grad_enabled():
         return _RadixFunction.apply(z, r, family, fused)
     value = kernels.forward(family, z, r) if fused else None
-    return value if value is not None else _VALUES[family](z, r)
+    return value if value is not None else _eager_value(family, z, r)
 
 
 def eru(z: Tensor, r: float = DEFAULT_RADIX, fused: bool | None = None) -> Tensor:
@@ -248,13 +284,33 @@ def register_activation(name: str, factory: ActivationFactory) -> None:
     _REGISTRY[name] = factory
 
 
+Schedule = Literal["constant", "ramp", "step"]
+# How a spec writes each schedule between its two radices: oru:3>2, oru:3|2.
+SCHEDULE_MARKS: dict[Schedule, str] = {"ramp": ">", "step": "|"}
+
+
 @dataclass(frozen=True)
 class ActivationSpec:
-    """A parsed activation spec: ``relu``, ``eru:2``, or a radix schedule ``oru:3>2``."""
+    """A parsed activation spec: ``relu``, ``eru:2``, or a radix schedule, a ramp
+    ``oru:3>2`` or a step ``oru:3|2`` (module docstring).
+
+    ``schedule`` says which: "constant" (every layer the same radix, and every non-radix
+    activation), "ramp" or "step". A schedule has two different radices; parse_activation
+    writes a ramp or step of two equal radices as "constant"."""
 
     name: str
     radix_first: float | None = None
     radix_last: float | None = None
+    schedule: Schedule = "constant"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", *SCHEDULE_MARKS):
+            raise ValueError(f"schedule must be constant, ramp or step, got {self.schedule!r}")
+        if (self.schedule == "constant") != (self.radix_first == self.radix_last):
+            raise ValueError(
+                f"{self.name}: a {self.schedule} schedule with radices {self.radix_first} and {self.radix_last}; "
+                "constant takes one radix, ramp and step two different ones"
+            )
 
     @property
     def is_radix_family(self) -> bool:
@@ -262,19 +318,27 @@ class ActivationSpec:
 
     @property
     def is_schedule(self) -> bool:
-        return self.is_radix_family and self.radix_first != self.radix_last
+        """A radix per layer (a ramp or a step), to expand with activations_for."""
+        return self.is_radix_family and self.schedule != "constant"
 
     def __str__(self) -> str:
         if not self.is_radix_family:
             return self.name
         text = f"{self.name}:{self.radix_first:g}"
-        return f"{text}>{self.radix_last:g}" if self.is_schedule else text
+        return f"{text}{SCHEDULE_MARKS[self.schedule]}{self.radix_last:g}" if self.is_schedule else text
 
     def radii(self, n_layers: int) -> list[float]:
-        """Radix per hidden layer, linear from the first to the last."""
+        """Radix per hidden layer. Constant: R1 everywhere. Ramp: linear from R1 in the
+        first layer to R2 in the last. Step: R1 in the first ceil(n/2) layers, R2 in the
+        rest, so of an odd number the middle layer belongs to the first half. One layer: R1."""
         assert self.radix_first is not None and self.radix_last is not None
-        if n_layers == 1:
-            return [self.radix_first]
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if self.schedule == "step":
+            first_half = (n_layers + 1) // 2
+            return [self.radix_first] * first_half + [self.radix_last] * (n_layers - first_half)
+        if self.schedule == "constant" or n_layers == 1:
+            return [self.radix_first] * n_layers
         step = (self.radix_last - self.radix_first) / (n_layers - 1)
         return [self.radix_first + i * step for i in range(n_layers)]
 
@@ -289,6 +353,19 @@ def _parse_radix(text: str, spec: str) -> float:
     return value
 
 
+def _parse_radices(name: str, params: str, spec: str) -> ActivationSpec:
+    """``R``, a ramp ``R1>R2`` or a step ``R1|R2`` of a radix family."""
+    marked = [schedule for schedule, mark in SCHEDULE_MARKS.items() if mark in params]
+    parts = params.split(SCHEDULE_MARKS[marked[0]]) if len(marked) == 1 else [params]
+    if len(marked) > 1 or len(parts) > 2 or not all(part.strip() for part in parts):
+        raise ValueError(
+            f"activation {spec!r}: write {name}:R, a ramp {name}:R1>R2 or a step {name}:R1|R2, e.g. {name}:3|2"
+        )
+    radices = [_parse_radix(part, spec) for part in parts]
+    schedule: Schedule = marked[0] if marked and radices[0] != radices[-1] else "constant"
+    return ActivationSpec(name, radices[0], radices[-1], schedule)
+
+
 def parse_activation(spec: str) -> ActivationSpec:
     """Parse and check a spec string; ValueError names the spec and what would fix it."""
     if not isinstance(spec, str) or not spec.strip():
@@ -298,12 +375,7 @@ def parse_activation(spec: str) -> ActivationSpec:
     if name in RADIX_FAMILIES:
         if not sep:
             return ActivationSpec(name, DEFAULT_RADIX, DEFAULT_RADIX)
-        first, arrow, last = params.partition(">")
-        if not first or (arrow and not last):
-            raise ValueError(f"activation {spec!r}: write {name}:R or a schedule {name}:R1>R2, e.g. {name}:3>2")
-        r_first = _parse_radix(first, spec)
-        r_last = _parse_radix(last, spec) if arrow else r_first
-        return ActivationSpec(name, r_first, r_last)
+        return _parse_radices(name, params, spec)
     if name not in _REGISTRY:
         raise ValueError(f"unknown activation {spec!r}; known: {', '.join(known_activations())}")
     if sep:
@@ -312,7 +384,8 @@ def parse_activation(spec: str) -> ActivationSpec:
 
 
 def canonical_activation(spec: str) -> str:
-    """One spelling per activation (``ERU`` and ``eru:2.0`` are both ``eru:2``)."""
+    """One spelling per activation (``ERU`` and ``eru:2.0`` are both ``eru:2``, ``oru:3|3``
+    is ``oru:3``; schedules ``oru:3>2``, ``oru:3|2``)."""
     return str(parse_activation(spec))
 
 
@@ -331,7 +404,8 @@ def get_activation(spec: str) -> nn.Module:
 
 
 def activations_for(spec: str, n_layers: int) -> list[nn.Module]:
-    """One fresh module per hidden layer; a radix schedule is spread linearly over them."""
+    """One fresh module per hidden layer; a radix schedule gives each its radix
+    (ActivationSpec.radii: a ramp linear from R1 to R2, a step R1 then R2)."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     parsed = parse_activation(spec)
@@ -341,7 +415,8 @@ def activations_for(spec: str, n_layers: int) -> list[nn.Module]:
 
 
 def describe(modules: Sequence[nn.Module]) -> str:
-    """Short human form of a layer list, e.g. 'ORU(3) ORU(2.5) ORU(2)'."""
+    """Short human form of a layer list, e.g. 'ORU(3) ORU(2.5) ORU(2)' (the ramp oru:3>2 on
+    three layers), 'ORU(3) ORU(3) ORU(2)' (the step oru:3|2)."""
     parts = []
     for m in modules:
         parts.append(f"{type(m).__name__}({m.radix:g})" if isinstance(m, _RadixUnit) else type(m).__name__)

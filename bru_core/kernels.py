@@ -7,12 +7,18 @@ kernel: a vectorised C++/OpenMP loop on the CPU (needs a C++ compiler), a Triton
 CUDA. The radix is a runtime argument, so a radix search compiles nothing new; r = 2 has
 its own kernels built on sqrt/rsqrt, as in the eager path.
 
-* The forward reads z and writes y = f(z); the backward reads y and the incoming gradient
-  and writes the gradient: the only saved tensor is the output, as for ELU, and the slope
-  from it needs no transcendental for r = 2 and 3.
+* The forward reads z and writes y = f(z). In float32 the backward reads y and the
+  incoming gradient and writes the gradient: the only saved tensor is the output, as for
+  ELU, and the slope from it needs no transcendental for r = 2 and 3.
+* In bfloat16 and float16 (``LOW_PRECISION``) the backward reads z instead, and
+  bru_core.activations saves the input there (the same size; but where the next layer
+  saves the output anyway, one more tensor kept). A slope recovered from a rounded output
+  cannot be accurate: ERU's r (y + 1/r) cancels, and a bf16 y can even fall below -1/r
+  (ERU, r = 3, z = -3 gave the slope -0.00195 for +0.00037). From z the slope is a
+  product of powers of positive terms: never negative, within one rounding of the exact.
 * Every kernel works on the flat storage of a dense tensor (contiguous or channels_last),
   so one compiled kernel serves every shape and layout, and low-precision inputs are
-  computed in float32 and rounded once.
+  computed in float32 and rounded once (values and gradients alike).
 * ``BRU_KERNELS`` chooses: ``auto`` (the default: fused where a compiler is found, on
   CUDA always and on the CPU for tensors of at least ``CPU_FUSED_MIN_NUMEL`` elements,
   where they pay off; otherwise eager, with one warning if no compiler), ``fused`` (fused
@@ -40,6 +46,8 @@ from torch import Tensor
 
 KernelMode = Literal["auto", "fused", "eager"]
 KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
+# Computed in float32 and rounded once; their backward works from the input (module docstring).
+LOW_PRECISION: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 _LOG2_E = 1 / math.log(2)
 
 
@@ -52,11 +60,14 @@ class KernelUnavailableError(RuntimeError):
 # p holds the radix constants (see _radix_constants); the forward's log2/exp2 form is that
 # of bru_core.activations, term for term, so the two paths round alike.
 #
-# The backward works from the saved output y, as ELU's does, because the slope is cheap
-# there: with w = u^(1/r) (ERU: y + 1/r above zero; ORU: |y| + 1), f'(z) = r w^(1 - r),
-# and below zero ERU's slope is r (y + 1/r). For r = 2 and 3 that is a division, no
-# transcendental at all; for other radices one log2 and one exp2. Like ELU's, the slope far
-# below zero is exact to within float32 rounding of y (absolute, not relative, error).
+# In float32 the backward works from the saved output y, as ELU's does, because the slope
+# is cheap there: with w = u^(1/r) (ERU: y + 1/r above zero; ORU: |y| + 1), f'(z) =
+# r w^(1 - r), and below zero ERU's slope is r (y + 1/r). For r = 2 and 3 that is a
+# division, no transcendental at all; for other radices one log2 and one exp2. Like ELU's,
+# the slope far below zero is exact to within float32 rounding of y (absolute, not
+# relative, error). In bfloat16 that rounding is up to 2^-8 of 1/r, as large as the slope
+# itself from about z = -2 (r = 3) down, and can give it the wrong sign: in bfloat16 and
+# float16 the backward works from z.
 
 
 def _log2_u(a: Tensor, p: Tensor) -> Tensor:
@@ -96,13 +107,30 @@ def _power_slope(w: Tensor, p: Tensor, kind: str) -> Tensor:
 
 def slope_from_output(family: str, y: Tensor, p: Tensor, kind: str) -> Tensor:
     """f'(z) from y = f(z), in float32, with differentiable ops (a double backward uses
-    it as it is). At z = 0 it is exactly r: the clamps keep w at 1 there."""
+    it as it is). For a float32 y (low precision works from the input, slope_from_input).
+    At z = 0 it is exactly r: the clamps keep w at 1 there."""
     v = y.float()
     if family == "oru":
         return _power_slope(v.abs() + 1.0, p, kind)
     w = v + p[3]
     above = v >= 1.0 - p[3]  # y at z = 0, rounded as the forward rounds it
+    # No clamp at 0 needed below zero: the forward's float32 y = exp2(...) - 1/r, rounded
+    # monotonically, is >= -1/r, so w >= 0. A bf16 y is not: why low precision saves z.
     return torch.where(above, _power_slope(torch.clamp(w, min=1.0), p, kind), p[7] * torch.clamp(w, max=1.0))
+
+
+def slope_from_input(family: str, x: Tensor, p: Tensor, kind: str) -> Tensor:
+    """f'(z) from x = z in float32, as bru_core.activations' _eru_slope/_oru_slope write it
+    (the same constants): r u^(1/r - 1) exp(r min(z, 0)) as one exp2, or for r = 2
+    rsqrt(a + 1/4) exp(2 min(z, 0)). No cancellation, and never negative: each factor is."""
+    a = x.abs() if family == "oru" else torch.relu(x)
+    if kind == "2":
+        inv_root = torch.rsqrt(a + 0.25)
+        return inv_root if family == "oru" else inv_root * torch.exp(torch.clamp(x, max=0) * 2.0)
+    exponent = _log2_u(a, p) * p[5]
+    if family == "eru":
+        exponent = exponent + torch.clamp(x, max=0) * p[4]
+    return torch.exp2(exponent + p[6])
 
 
 def _backward(family: str, kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
@@ -113,7 +141,31 @@ def _backward(family: str, kind: str) -> Callable[[Tensor, Tensor, Tensor], Tens
     return backward
 
 
+# One function (one code object) each, not closures of one: Dynamo keeps at most 8 graphs per
+# code object (torch._dynamo.config.recompile_limit), and each of these gets one per dtype.
+def _eru_backward_from_input(z: Tensor, grad: Tensor, p: Tensor) -> Tensor:
+    return (grad.float() * slope_from_input("eru", z.float(), p, "any")).to(grad.dtype)
+
+
+def _eru2_backward_from_input(z: Tensor, grad: Tensor, p: Tensor) -> Tensor:
+    return (grad.float() * slope_from_input("eru", z.float(), p, "2")).to(grad.dtype)
+
+
+def _oru_backward_from_input(z: Tensor, grad: Tensor, p: Tensor) -> Tensor:
+    return (grad.float() * slope_from_input("oru", z.float(), p, "any")).to(grad.dtype)
+
+
+def _oru2_backward_from_input(z: Tensor, grad: Tensor, p: Tensor) -> Tensor:
+    return (grad.float() * slope_from_input("oru", z.float(), p, "2")).to(grad.dtype)
+
+
 _FORWARDS = {("eru", "2"): _eru2_forward, ("oru", "2"): _oru2_forward, "eru": _eru_forward, "oru": _oru_forward}
+_BACKWARDS_FROM_INPUT = {
+    ("eru", "2"): _eru2_backward_from_input,
+    ("oru", "2"): _oru2_backward_from_input,
+    "eru": _eru_backward_from_input,
+    "oru": _oru_backward_from_input,
+}
 
 
 def radix_kind(r: float) -> str:
@@ -138,6 +190,7 @@ def _radix_constants(r: float) -> list[float]:
 
 _lock = threading.Lock()
 _compiled: dict[tuple[str, str], tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {}
+_compiled_from_input: dict[tuple[str, str], Callable[..., Tensor]] = {}  # (family, "2" or "any")
 _constants: dict[tuple[float, torch.device], Tensor] = {}
 _broken: dict[str, str] = {}  # device type -> why the kernels could not be built there
 _mode_override: KernelMode | None = None
@@ -183,6 +236,17 @@ def _kernels(family: str, r: float) -> tuple[Callable[..., Tensor], Callable[...
                 torch.compile(_backward(*key), dynamic=True, fullgraph=True),
             )
         return _compiled[key]
+
+
+def _kernel_from_input(family: str, r: float) -> Callable[..., Tensor]:
+    """The low-precision backward: its own kernel for r = 2, one for every other radix
+    (from z, r = 3 has no cheaper form)."""
+    key = (family, "2" if radix_kind(r) == "2" else "any")
+    with _lock:
+        if key not in _compiled_from_input:
+            backward = _BACKWARDS_FROM_INPUT.get(key, _BACKWARDS_FROM_INPUT[family])
+            _compiled_from_input[key] = torch.compile(backward, dynamic=True, fullgraph=True)
+        return _compiled_from_input[key]
 
 
 def _params(r: float, device: torch.device) -> Tensor:
@@ -278,14 +342,21 @@ def forward(family: str, z: Tensor, r: float) -> Tensor | None:
 
 
 def backward(family: str, y: Tensor, grad: Tensor, r: float) -> Tensor | None:
-    """grad * f'(z) from the forward's output y = f(z) by the fused kernel, or None if it
-    could not be built."""
+    """grad * f'(z) from the forward's float32 output y = f(z) by the fused kernel, or None
+    if it could not be built."""
     kernel = _kernels(family, r)[1]
     return _guarded(family, r, y.device, lambda: _run(lambda x, g: kernel(x, g, _params(r, y.device)), y, grad))
 
 
+def backward_from_input(family: str, z: Tensor, grad: Tensor, r: float) -> Tensor | None:
+    """grad * f'(z) from the forward's input z by the fused kernel (for LOW_PRECISION z), in
+    float32 and rounded once to grad's dtype; None if it could not be built."""
+    kernel = _kernel_from_input(family, r)
+    return _guarded(family, r, z.device, lambda: _run(lambda x, g: kernel(x, g, _params(r, z.device)), z, grad))
+
+
 def eager_slope(family: str, y: Tensor, r: float) -> Tensor:
-    """f'(z) from y = f(z) with differentiable eager ops, in y's dtype (double backward)."""
+    """f'(z) from a float32 y = f(z) with differentiable eager ops (double backward)."""
     return slope_from_output(family, y, _params(r, y.device), radix_kind(r)).to(y.dtype)
 
 
@@ -296,7 +367,10 @@ def warm_up(family: str, r: float, device: torch.device | str, dtype: torch.dtyp
     if not _fused_allowed(z.device, dtype):
         return False
     y = forward(family, z, r)
-    built = y is not None and backward(family, y, torch.ones_like(y), r) is not None
+    if dtype in LOW_PRECISION:
+        built = y is not None and backward_from_input(family, z, torch.ones_like(z), r) is not None
+    else:
+        built = y is not None and backward(family, y, torch.ones_like(y), r) is not None
     with torch.inference_mode():  # evaluation passes: inference tensors get their own graph
         inference = torch.linspace(-2, 2, 64, device=device, dtype=dtype)
         return built and forward(family, inference, r) is not None

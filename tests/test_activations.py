@@ -1,4 +1,5 @@
-"""ERU/ORU maths: reference points, exact gradients, fast path = reference, registry."""
+"""ERU/ORU maths: reference points, exact gradients, fast path = reference, bf16/fp16
+slopes, registry and radix schedules (ramp, step)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from torch.nn import functional as F
 from bru_core.activations import (
     ERU,
     ORU,
+    ActivationSpec,
     activations_for,
     canonical_activation,
+    describe,
     eru,
     eru_reference,
     get_activation,
@@ -213,6 +216,80 @@ def test_dtype_is_kept(dtype):
         torch.testing.assert_close(out.double(), ref(z.double(), 3.0), rtol=2e-2, atol=2e-2)
 
 
+# --------------------------------------------------------------------------- bfloat16, float16
+
+LOW_PRECISION_RADII = [2.0, 3.0, 7 / 3, 8 / 3]  # 3, 7/3, 8/3: a bf16 output once rounded below -1/r
+
+
+def every_value(dtype: torch.dtype, bound: float = 20.0) -> torch.Tensor:
+    """Every finite value of a 16-bit float type in [-bound, bound] (33,602 bf16, 39,426 fp16)."""
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    return every[every.isfinite() & (every.abs() <= bound)]
+
+
+def exact_slope(family: str, z64: torch.Tensor, r: float) -> torch.Tensor:
+    """PAPER.md's f'(z) in float64 (right at z = 0 too, unlike the reference's autograd)."""
+    a = z64.abs() if family == "oru" else z64.clamp(min=0)
+    slope = r * (r * r * a + 1) ** ((1 - r) / r)
+    return slope * torch.exp(r * z64.clamp(max=0)) if family == "eru" else slope
+
+
+def assert_low_precision_slopes(family: str, r: float, dtype: torch.dtype, fused: bool) -> None:
+    """Backward of every ``dtype`` value in [-20, 20] with grad_output = 1: each slope is
+    finite, >= 0 and within one rounding of the float64 slope of that same input.
+
+    The honest bound: one rounding of a float32 slope to ``dtype``, at most eps/2 of it
+    (2^-8 bf16, 2^-11 fp16), or half the smallest subnormal where it underflows (float16
+    below 6e-5: ERU far below zero; bf16 has float32's range); plus 64 float32 ulps for
+    the float32 slope before that rounding: its exp2 argument reaches r log2(e) |z| = 87
+    at z = -20, and a few ulps of the argument are tens of ulps of the slope (39 at most,
+    measured). A slope recovered from the rounded output (y + 1/r) misses it by far: on
+    the exponential side its error is eps/2 of 1/r, not of the slope."""
+    fast, _ = FAMILIES[family]
+    z = every_value(dtype).requires_grad_(True)
+    fast(z, r, fused=fused).backward(torch.ones_like(z))
+    assert z.grad.dtype == dtype
+    slope, exact = z.grad.double(), exact_slope(family, z.detach().double(), r)
+    info = torch.finfo(dtype)
+    tolerance = (info.eps / 2 + 64 * F32.eps) * exact + info.tiny * info.eps / 2
+    assert slope.isfinite().all() and (slope >= 0).all(), f"{slope.min().item()} at z = {z[slope.argmin()].item()}"
+    error = (slope - exact).abs()
+    worst = int((error / tolerance).argmax())
+    assert error[worst] <= tolerance[worst], (
+        f"z = {z[worst].item()}: slope {slope[worst].item()}, exact {exact[worst].item()}"
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("r", LOW_PRECISION_RADII)
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_low_precision_eager_slopes_are_one_rounding_of_the_exact_slope(family, r, dtype):
+    assert_low_precision_slopes(family, r, dtype, fused=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_eager_values_are_computed_in_float32_and_rounded_once(dtype):
+    z = every_value(dtype)
+    for fn in (eru, oru):
+        for r in LOW_PRECISION_RADII:
+            assert torch.equal(fn(z, r, fused=False), fn(z.float(), r, fused=False).to(dtype))
+            trained = fn(z.clone().requires_grad_(True), r, fused=False)
+            assert torch.equal(trained.detach(), fn(z, r, fused=False))
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_low_precision_second_derivatives(family):
+    """create_graph=True still works in bf16: the slope's own slope, within bf16 rounding."""
+    fast, _ = FAMILIES[family]
+    z = torch.tensor([-3.0, -0.5, 0.25, 2.0], dtype=torch.bfloat16, requires_grad=True)
+    (slope,) = torch.autograd.grad(fast(z, 3.0, fused=False).sum(), z, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), z)
+    expected = torch.autograd.functional.jacobian(
+        lambda x: exact_slope(family, x, 3.0), z.detach().double(), vectorize=True
+    ).diagonal()
+    torch.testing.assert_close(curvature.double(), expected, rtol=2**-7, atol=0)
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True, "2"])
 def test_functions_reject_a_bad_radix(bad):
     with pytest.raises(ValueError, match="radix"):
@@ -259,7 +336,39 @@ def test_canonical_spelling():
     assert canonical_activation("eru:2.0") == "eru:2"
     assert canonical_activation("oru:3>2") == "oru:3>2"
     assert canonical_activation("oru:3>3") == "oru:3"
+    assert canonical_activation("ORU:3.0|2.0") == "oru:3|2"
+    assert canonical_activation(" eru:1.5 | 2 ") == "eru:1.5|2"
+    assert canonical_activation("oru:3|3.0") == "oru:3"
     assert canonical_activation("relu") == "relu"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("relu", ActivationSpec("relu")),
+        ("eru", ActivationSpec("eru", 2.0, 2.0, "constant")),
+        ("oru:3", ActivationSpec("oru", 3.0, 3.0, "constant")),
+        ("oru:3>2", ActivationSpec("oru", 3.0, 2.0, "ramp")),
+        ("oru:3|2", ActivationSpec("oru", 3.0, 2.0, "step")),
+        ("eru:1|2.5", ActivationSpec("eru", 1.0, 2.5, "step")),
+        ("oru:3|3", ActivationSpec("oru", 3.0, 3.0, "constant")),
+        ("oru:3>3", ActivationSpec("oru", 3.0, 3.0, "constant")),
+    ],
+)
+def test_parsed_specs_name_their_schedule(spec, expected):
+    parsed = parse_activation(spec)
+    assert parsed == expected
+    assert parsed.is_schedule == (expected.schedule != "constant")
+    assert parse_activation(str(parsed)) == parsed  # the canonical spelling parses back to itself
+
+
+def test_a_spec_object_says_what_it_is():
+    with pytest.raises(ValueError, match="constant takes one radix"):
+        ActivationSpec("oru", 3.0, 2.0)  # two radices and no schedule: ramp or step?
+    with pytest.raises(ValueError, match="constant takes one radix"):
+        ActivationSpec("oru", 3.0, 3.0, "step")
+    with pytest.raises(ValueError, match="constant, ramp or step"):
+        ActivationSpec("oru", 3.0, 2.0, "linear")  # type: ignore[arg-type]
 
 
 def test_unknown_name_lists_the_known_names():
@@ -270,12 +379,25 @@ def test_unknown_name_lists_the_known_names():
 
 
 @pytest.mark.parametrize(
-    "spec", ["eru:0", "eru:-1", "oru:x", "eru:nan", "oru:inf", "eru:", "oru:3>", "oru:3>0", "eru:>2"]
+    "spec",
+    ["eru:0", "eru:-1", "oru:x", "eru:nan", "oru:inf", "eru:", "oru:3>", "oru:3>0", "eru:>2", "oru:3|0", "oru:x|2"],
 )
 def test_bad_radix_names_the_spec(spec):
     with pytest.raises(ValueError) as info:
         parse_activation(spec)
     assert repr(spec) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec", ["oru:3|", "oru:|2", "oru:3|2>1", "oru:3>2|1", "oru:3|2|1", "oru:3>2>1", "oru:3||2", "oru:", "ORU:3| "]
+)
+def test_malformed_schedule_is_one_line_naming_the_spec_and_the_fix(spec):
+    with pytest.raises(ValueError) as info:
+        parse_activation(spec)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"activation {spec!r}: ")
+    assert "write oru:R, a ramp oru:R1>R2 or a step oru:R1|R2" in message
 
 
 @pytest.mark.parametrize("spec", ["relu:2", "", "   "])
@@ -290,13 +412,47 @@ def test_schedule_expands_linearly_per_layer():
     assert [m.radix for m in layers] == pytest.approx([3.0, 2.75, 2.5, 2.25, 2.0])
     assert [m.radix for m in activations_for("eru:3>2", 1)] == [3.0]
     assert [m.radix for m in activations_for("eru:1>2", 3)] == pytest.approx([1.0, 1.5, 2.0])
+    assert [m.radix for m in activations_for("oru:3>2", 4)] == pytest.approx([3.0, 8 / 3, 7 / 3, 2.0])
+    assert [m.radix for m in activations_for("oru:3>2", 2)] == [3.0, 2.0]
 
 
-def test_schedule_needs_a_layer_count():
+@pytest.mark.parametrize(
+    ("n_layers", "expected"),
+    [
+        (1, [3]),
+        (2, [3, 2]),
+        (3, [3, 3, 2]),  # odd: the middle layer belongs to the first half
+        (4, [3, 3, 2, 2]),
+        (5, [3, 3, 3, 2, 2]),
+        (6, [3, 3, 3, 2, 2, 2]),
+        (7, [3, 3, 3, 3, 2, 2, 2]),
+        (8, [3, 3, 3, 3, 2, 2, 2, 2]),
+    ],
+)
+def test_step_schedule_gives_the_first_half_r1_and_the_second_r2(n_layers, expected):
+    assert parse_activation("oru:3|2").radii(n_layers) == expected
+    assert parse_activation("eru:2|3").radii(n_layers) == [5 - r for r in expected]  # rising too
+    assert parse_activation("oru:3").radii(n_layers) == [3] * n_layers
+
+
+def test_step_schedule_expands_per_layer():
+    layers = activations_for("oru:3|2", 4)
+    assert [type(m) for m in layers] == [ORU] * 4
+    assert [m.radix for m in layers] == [3.0, 3.0, 2.0, 2.0]
+    assert len({id(m) for m in layers}) == 4
+    assert [m.radix for m in activations_for("eru:3|2", 1)] == [3.0]
+    assert describe(activations_for("oru:3|2", 5)) == "ORU(3) ORU(3) ORU(3) ORU(2) ORU(2)"
+    assert describe(activations_for("oru:3>2", 3)) == "ORU(3) ORU(2.5) ORU(2)"
+
+
+@pytest.mark.parametrize("spec", ["oru:3>2", "oru:3|2"])
+def test_schedule_needs_a_layer_count(spec):
     with pytest.raises(ValueError, match="activations_for"):
-        get_activation("oru:3>2")
+        get_activation(spec)
     with pytest.raises(ValueError, match="n_layers"):
         activations_for("relu", 0)
+    with pytest.raises(ValueError, match="n_layers"):
+        parse_activation(spec).radii(0)
 
 
 def test_plain_specs_give_one_fresh_module_per_layer():

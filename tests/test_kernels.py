@@ -1,9 +1,9 @@
 """The fused ERU/ORU kernels (bru_core.kernels) against the eager path and the formula.
 
 Like timm's fast-vs-reference activation tests: the fused kernels must give the values and
-gradients of PAPER.md's formula within float32 rounding, keep one saved tensor, keep the
-layout of their input, compile nothing new for a new radix, and step aside cleanly where
-they cannot be built."""
+gradients of PAPER.md's formula within float32 rounding (in bf16/fp16, slopes within one
+rounding of the exact), keep one saved tensor, keep the layout of their input, compile
+nothing new for a new radix, and step aside cleanly where they cannot be built."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 from bru_core import kernels
 from bru_core.activations import ERU, eru, eru_reference, oru, oru_reference, warm_up_kernels
+from tests.test_activations import LOW_PRECISION_RADII, assert_low_precision_slopes
 
 FUNCTIONS = {"eru": (eru, eru_reference), "oru": (oru, oru_reference)}
 RADII = [0.5, 1.0, 1.5, 2.0, 3.0, 7.5]
@@ -105,6 +106,54 @@ def test_backward_keeps_one_saved_tensor(family):
     assert len(saved) == 1 and saved[0].data_ptr() == value.data_ptr()  # the output, as ELU
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_backward_keeps_the_input(dtype):
+    saved = []
+    z = torch.randn(32, 32).to(dtype).requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        eru(z, 3.0, fused=True)
+    assert len(saved) == 1 and saved[0].data_ptr() == z.data_ptr()  # a slope from a rounded output cancels
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("r", LOW_PRECISION_RADII)
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_low_precision_fused_slopes_are_one_rounding_of_the_exact_slope(family, r, dtype):
+    """From a bf16 output, ERU with r = 3 gave the slope -0.00195 at z = -3 (exact +0.00037)."""
+    assert_low_precision_slopes(family, r, dtype, fused=True)
+
+
+@pytest.mark.parametrize("mode", ["set_kernel_mode", "auto_large_tensor"])
+def test_low_precision_fused_and_eager_gradients_agree(mode):
+    """The fused from-input kernel and the eager float32 slope are one formula: equal but
+    for a float32 ulp that may round the other way (one bf16 ulp, at most 2^-7 relative),
+    through both ways of reaching the fused path."""
+    z = (torch.randn(kernels.CPU_FUSED_MIN_NUMEL, generator=torch.Generator().manual_seed(5)) * 6).bfloat16()
+    grad = torch.randn(z.shape, generator=torch.Generator().manual_seed(6)).bfloat16()
+    if mode == "set_kernel_mode":
+        kernels.set_kernel_mode("fused")
+    assert kernels.use_fused(z)
+    for fast in (eru, oru):
+        for r in (2.0, 3.0, 2.5):
+            fused_z, eager_z = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+            fast(fused_z, r).backward(grad)
+            fast(eager_z, r, fused=False).backward(grad)
+            torch.testing.assert_close(fused_z.grad, eager_z.grad, rtol=2**-7, atol=0)
+
+
+@pytest.mark.parametrize("family", ["eru", "oru"])
+def test_low_precision_second_derivatives_with_fused_kernels(family):
+    """create_graph=True in bf16 takes the differentiable eager float32 slope, as in float32."""
+    fast, _ = FUNCTIONS[family]
+    z = torch.randn(50, generator=torch.Generator().manual_seed(7)).bfloat16().requires_grad_(True)
+    results = []
+    for fused in (True, False):
+        (slope,) = torch.autograd.grad(fast(z, 3.0, fused=fused).sum(), z, create_graph=True)
+        (curvature,) = torch.autograd.grad(slope.sum(), z)
+        results.append((slope.detach(), curvature))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 @pytest.mark.parametrize("family", ["eru", "oru"])
 def test_second_derivatives_stay_exact_with_fused_kernels(family):
     """create_graph=True takes the differentiable eager slope."""
@@ -138,16 +187,34 @@ def test_low_precision_is_computed_in_float32_and_rounded_once(dtype):
     got = eru(z, 3.0, fused=True)
     assert got.dtype == dtype
     assert torch.equal(got, eru(z.float(), 3.0, fused=True).to(dtype))
+    assert torch.equal(got, eru(z, 3.0, fused=False))  # the eager path rounds once too
 
 
-def test_a_new_radix_compiles_nothing_new():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_new_radix_compiles_nothing_new(dtype):
     for family in ("eru", "oru"):
-        kernels.warm_up(family, 3.7, "cpu")
+        assert kernels.warm_up(family, 3.7, "cpu", dtype)
     before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    z = torch.randn(kernels.CPU_FUSED_MIN_NUMEL, requires_grad=True)
+    z = torch.randn(kernels.CPU_FUSED_MIN_NUMEL).to(dtype).requires_grad_(True)
     for r in (1.25, 2.5, 3.7, 6.0):
         (eru(z, r) + oru(z, r)).sum().backward()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before
+
+
+def test_every_dtype_and_radix_kind_stays_within_dynamo_recompile_limit():
+    """Dynamo keeps 8 graphs per function; past that a fullgraph compile fails and the
+    kernels go off. Each kernel function must hold every dtype and mode it serves."""
+    kernels.set_kernel_mode("fused")  # a failed build raises instead of warning
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for fast in (eru, oru):
+            for r in (2.0, 3.0, 2.5):
+                z = torch.randn(100).to(dtype).requires_grad_(True)
+                fast(z, r).sum().backward()
+                with torch.no_grad():
+                    fast(z, r)
+                with torch.inference_mode():
+                    fast(torch.randn(100).to(dtype), r)
+    assert not kernels._broken
 
 
 def test_float64_keeps_the_eager_path():
