@@ -8,21 +8,39 @@ the closest valid key suggested.
 Fairness is built in: every activation gets the same trial budget, the same search space
 and the same fixed settings; the only extra dimension is an activation's own shape
 parameter (the radix of an ERU/ORU written without one, when a ``radix`` range is given).
+
+So is the design of the test (docs/statistics.md): ``compare`` declares the confirmatory
+family (the primary metric of each task, each candidate against each reference), and a
+spec whose repeat seeds could not reach its alpha over that family, or whose search seed
+is also a repeat seed, is refused before anything runs.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from bru_core import stats
 from bru_core.activations import canonical_activation, parse_activation
 from bru_core.config import TrainConfig
 from bru_core.errors import ConfigError, config_error
+from bru_core.models import model_kind
 
 # Training settings a campaign may search or fix for all; the rest define the task.
 SEARCHABLE = (
@@ -126,6 +144,11 @@ class TaskSpec(BaseModel):
         """Task-level training settings besides dataset, model and epochs."""
         return dict(self.model_extra or {})
 
+    @property
+    def objective(self) -> str:
+        """classification or reconstruction (the auto-encoder)."""
+        return model_kind(self.model).objective
+
 
 class SearchSpec(_Strict):
     trials: int = Field(ge=1, strict=True)  # per activation, the same for all
@@ -137,7 +160,9 @@ class SearchSpec(_Strict):
 
 
 class RepeatSpec(_Strict):
-    seeds: list[StrictInt] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # Twelve seeds, none of them the search's default seed 0: enough for a two-sided exact
+    # Wilcoxon to reach 0.05 over a family of up to 102 comparisons.
+    seeds: list[StrictInt] = Field(default_factory=lambda: list(range(1, 13)))
 
     @field_validator("seeds")
     @classmethod
@@ -153,6 +178,34 @@ class RepeatSpec(_Strict):
 
 class CompareSpec(_Strict):
     reference: list[str] | None = None  # default: the activations that are not ERU/ORU
+    primary: str | None = None  # the confirmatory metric; default: each task's primary metric
+    test: Literal["wilcoxon", "t"] = "wilcoxon"  # the confirmatory test
+    alpha: float = Field(stats.ALPHA, gt=0, lt=1)  # family-wise, over the confirmatory family
+    exploratory: StrictBool = False  # no confirmatory claim: every comparison is exploratory
+
+
+@dataclass(frozen=True)
+class Design:
+    """The confirmatory family of a spec and what its seeds can show (``bru check``)."""
+
+    family_size: int  # tasks x candidates x references
+    tasks: int
+    candidates: int
+    references: int
+    test: str  # wilcoxon | t
+    alpha: float
+    seeds: int
+    min_adjusted_p: float  # the smallest Holm-adjusted p any confirmatory comparison can reach
+    fewest_seeds: int  # the fewest seeds with which it can reach alpha
+    exploratory: bool
+
+    @property
+    def reaches_alpha(self) -> bool:
+        return self.family_size > 0 and self.min_adjusted_p <= self.alpha
+
+    @property
+    def test_name(self) -> str:
+        return "two-sided exact Wilcoxon signed-rank" if self.test == "wilcoxon" else "two-sided paired t-test"
 
 
 class CampaignSpec(_Strict):
@@ -250,6 +303,59 @@ class CampaignSpec(_Strict):
                 raise _at(f"compare.reference[{i}]", str(exc)) from None
             if label not in labels:
                 raise _at(f"compare.reference[{i}]", f"{ref!r} is not one of the activations ({', '.join(labels)})")
+        self._check_primary()
+        return self
+
+    def _check_primary(self) -> None:
+        primary = self.compare.primary
+        if primary is None:
+            return
+        info = stats.METRICS.get(primary)
+        if info is None:
+            raise _at(
+                "compare.primary",
+                f"unknown metric {primary!r}{_suggest(primary, tuple(stats.METRICS))}; metrics: {', '.join(stats.METRICS)}",
+            )
+        if info.validation_based:
+            raise _at(
+                "compare.primary",
+                f"{primary} is measured on the validation split that chose the hyperparameters, so it can only be "
+                "exploratory; pick a test-set or training metric",
+            )
+        for task in self.tasks:
+            if primary not in stats.metrics_for(task.objective):
+                raise _at("compare.primary", f"{primary} is not measured for {task.name} (a {task.objective} task)")
+
+    @model_validator(mode="after")
+    def _design_holds(self, info: ValidationInfo) -> CampaignSpec:
+        """The design checks, skipped for a spec read back from an earlier campaign's record
+        (its runs exist already; its report says what its design could show)."""
+        if (info.context or {}).get("stored"):
+            return self
+        seeds = self.repeats.seeds
+        if self.search.seed in seeds:
+            free = next(s for s in range(max(seeds) + 2) if s not in seeds)
+            raise _at(
+                "search.seed",
+                f"{self.search.seed} is also one of repeats.seeds; the trials train with the search seed, so that repeat "
+                f"would rerun the trial that won: use a search seed outside the repeat seeds (e.g. search.seed: {free})",
+            )
+        if self.compare.exploratory:
+            return self
+        design = self.design
+        if design.family_size == 0:
+            raise _at(
+                "compare.reference",
+                "every activation is a reference, so there is no confirmatory comparison: leave the candidates out "
+                "of compare.reference, or set compare.exploratory: true",
+            )
+        if not design.reaches_alpha:
+            raise _at(
+                "repeats.seeds",
+                f"{design.seeds} seeds cannot reach alpha {design.alpha:g} over the {design.family_size} confirmatory "
+                f"comparisons (the smallest Holm-adjusted p is {design.min_adjusted_p:.3g} with a two-sided exact "
+                f"Wilcoxon test); list at least {design.fewest_seeds} seeds, or set compare.exploratory: true",
+            )
         return self
 
     def _check_values(self, i: int, task: TaskSpec, space: dict[str, ParamSpec]) -> None:
@@ -277,6 +383,32 @@ class CampaignSpec(_Strict):
     def labels(self) -> list[str]:
         """One name per activation, as studies and runs are named."""
         return [_label(a, self.search.space) for a in self.activations]
+
+    @property
+    def candidates(self) -> list[str]:
+        """The activations on trial: every one that is not a reference."""
+        return [label for label in self.labels if label not in self.references]
+
+    def primary_metric(self, task: str) -> str:
+        """The confirmatory metric of a task: compare.primary, or the task's headline metric."""
+        return self.compare.primary or stats.primary_metric(self.task(task).objective)
+
+    def confirmatory_pairs(self) -> list[tuple[str, str, str]]:
+        """(task, candidate, reference) of the confirmatory family; none if exploratory."""
+        if self.compare.exploratory:
+            return []
+        return [(t.name, a, b) for t in self.tasks for b in self.references for a in self.candidates]
+
+    @property
+    def design(self) -> Design:
+        refs, candidates = len(self.references), len(self.candidates)
+        size = len(self.tasks) * candidates * refs
+        test, n, alpha = self.compare.test, len(self.repeats.seeds), self.compare.alpha
+        return Design(
+            family_size=size, tasks=len(self.tasks), candidates=candidates, references=refs, test=test,
+            alpha=alpha, seeds=n, min_adjusted_p=stats.min_adjusted_p(test, n, size),
+            fewest_seeds=stats.fewest_seeds(test, size, alpha) if size else 2, exploratory=self.compare.exploratory,
+        )  # fmt: skip
 
     @property
     def free_radix_activations(self) -> list[str]:
@@ -354,9 +486,27 @@ class CampaignSpec(_Strict):
         if self.train:
             lines.append("Fixed for all: " + ", ".join(f"{k}={v}" for k, v in self.train.items()) + ".")
         lines.append(
-            f"Repeats: the best configuration of each study trained on seeds {self.repeats.seeds}, the same seeds and data order for every activation."
+            f"Repeats: the best configuration of each study trained on seeds {self.repeats.seeds}, the same seeds and "
+            f"data order for every activation; the search trains with seed {self.search.seed}, which is not one of them."
         )
+        lines.append(self._design_sentence())
         return lines
+
+    def _design_sentence(self) -> str:
+        d = self.design
+        if d.exploratory:
+            return (
+                "Design: exploratory (compare.exploratory): no confirmatory family; every comparison is Holm-adjusted "
+                "within its metric and test and labelled exploratory."
+            )
+        metrics = sorted({self.primary_metric(t.name) for t in self.tasks}, key=list(stats.METRICS).index)
+        return (
+            f"Design: confirmatory family of {d.family_size} comparisons ({d.tasks} task(s) x {d.candidates} "
+            f"candidate(s) {', '.join(self.candidates)} x {d.references} reference(s) {', '.join(self.references)}) "
+            f"on {' / '.join(stats.METRICS[m].label for m in metrics)}, {d.test_name} test, Holm-adjusted together "
+            f"at alpha {d.alpha:g}; with {d.seeds} seeds the smallest attainable adjusted p is {d.min_adjusted_p:.3g}. "
+            "Every other metric, pair and test is exploratory (Holm within its metric and test)."
+        )
 
 
 def _free_radix(activation: str) -> bool:
@@ -441,8 +591,10 @@ def _spec_error(exc: ValidationError) -> SpecError:
     return SpecError(f"{path}: {message}" if path else message)
 
 
-def parse_spec(data: Any, source: str = "spec") -> CampaignSpec:
-    """Check plain data (parsed YAML) and return the spec, or raise SpecError."""
+def parse_spec(data: Any, source: str = "spec", *, stored: bool = False) -> CampaignSpec:
+    """Check plain data (parsed YAML) and return the spec, or raise SpecError. ``stored``:
+    the spec of a campaign that already ran (its record in MLflow), read back without the
+    design checks, which it passed or predates."""
     if data is None:
         raise SpecError(f"{source}: empty; a campaign spec needs at least name, tasks, activations and search")
     if not isinstance(data, dict):
@@ -450,7 +602,7 @@ def parse_spec(data: Any, source: str = "spec") -> CampaignSpec:
             f"{source}: must be a mapping with name, tasks, activations, search, ... (got {type(data).__name__})"
         )
     try:
-        return CampaignSpec.model_validate(data)
+        return CampaignSpec.model_validate(data, context={"stored": stored})
     except ValidationError as exc:
         raise _spec_error(exc) from None
 

@@ -8,6 +8,7 @@ anything runs. ``bru check SPEC`` prints the protocol, or one ``error: ...`` lin
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ search:
     batch_size: {choices: [64, 128]}
     optimizer: {choices: [sgd, adam]}
 repeats:
-  seeds: [0, 1, 2, 3, 4]
+  seeds: [1, 2, 3, 4, 5, 6, 7, 8]
 compare:
   reference: [relu, elu]
 """
@@ -232,7 +233,7 @@ def test_protocol(reference: CampaignSpec) -> None:
     assert "the same for all" in text
     assert "lr in [0.0001, 0.3] (log scale)" in text  # the space
     assert "batch_size in {64, 128}" in text and "optimizer in {sgd, adam}" in text
-    assert "seeds [0, 1, 2, 3, 4]" in text  # the repeats
+    assert "seeds [1, 2, 3, 4, 5, 6, 7, 8]" in text  # the repeats
     assert "validation split" in text and "never on the test set" in text
     assert "tpe sampler seeded 0" in text and "pruner median" in text
     assert "relu, elu, eru:2, oru:3>2" in text
@@ -241,8 +242,8 @@ def test_protocol(reference: CampaignSpec) -> None:
 def test_defaults_when_compare_and_repeats_are_omitted() -> None:
     spec = parse_spec(mutated(drop("compare"), drop("repeats")))
     assert spec.references == ["relu", "elu"]  # the activations that are not ERU/ORU
-    assert spec.repeats.seeds == [0, 1, 2, 3, 4]
-    assert "seeds [0, 1, 2, 3, 4]" in "\n".join(spec.protocol())
+    assert spec.repeats.seeds == list(range(1, 13))  # twelve, none the search's seed 0
+    assert "seeds [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]" in "\n".join(spec.protocol())
 
 
 def test_default_references_are_the_non_radix_activations() -> None:
@@ -282,7 +283,8 @@ def test_task_level_train_config_fields_reach_train_config() -> None:
 
 def test_two_tasks() -> None:
     tasks = [{"dataset": "digits", "model": "mlp4", "epochs": 2}, {"dataset": "digits", "model": "mlp5", "epochs": 4}]
-    spec = parse_spec(mutated(setv("tasks", tasks)))
+    # two tasks double the confirmatory family (8 comparisons): 8 seeds no longer reach 0.05
+    spec = parse_spec(mutated(setv("tasks", tasks), setv("repeats.seeds", list(range(1, 10)))))
     assert spec.train_config("digits/mlp5", "relu", PARAMS, seed=0).epochs == 4
     assert "2 task(s) (digits/mlp4, digits/mlp5)" in spec.protocol()[0]
 
@@ -776,8 +778,8 @@ def test_cli_check_prints_the_protocol(reference_path: Path, capsys: pytest.Capt
     assert "Campaign quick" in captured.out
     assert "6 trials per activation" in captured.out
     assert "validation split" in captured.out
-    assert "seeds [0, 1, 2, 3, 4]" in captured.out
-    assert "4 studies, 24 trials, 20 repeat runs." in captured.out
+    assert "seeds [1, 2, 3, 4, 5, 6, 7, 8]" in captured.out
+    assert "4 studies, 24 trials, 32 repeat runs." in captured.out
 
 
 def test_cli_check_radix_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -886,3 +888,134 @@ def test_a_misspelt_key_is_refused_in_one_line(tmp_path: Path, path: tuple[Any, 
         assert "unknown key" in message or "unknown task field" in message or "required" in message, message
     else:
         pytest.fail(f"{'.'.join(map(str, path))} spelt {typo!r} was accepted")
+
+
+# --------------------------------------------------------------------------- the confirmatory design
+
+
+def test_design_of_the_reference_spec(reference: CampaignSpec) -> None:
+    d = reference.design
+    # 1 task x 2 candidates (eru:2, oru:3>2) x 2 references (relu, elu)
+    assert (d.family_size, d.tasks, d.candidates, d.references) == (4, 1, 2, 2)
+    assert reference.candidates == ["eru:2", "oru:3>2"]
+    assert reference.confirmatory_pairs() == [
+        (TASK, "eru:2", "relu"), (TASK, "oru:3>2", "relu"), (TASK, "eru:2", "elu"), (TASK, "oru:3>2", "elu"),
+    ]  # fmt: skip
+    assert d.test == "wilcoxon" and d.alpha == 0.05 and d.seeds == 8
+    assert d.min_adjusted_p == pytest.approx(4 * 2 / 2**8)  # Holm's first step on the smallest exact p
+    assert d.fewest_seeds == 8 and d.reaches_alpha
+    assert reference.primary_metric(TASK) == "test_error"
+    assert "confirmatory family of 4 comparisons" in "\n".join(reference.protocol())
+
+
+def test_seeds_that_cannot_reach_alpha_are_refused_with_the_fewest_that_can() -> None:
+    message = spec_error(mutated(setv("repeats.seeds", [1, 2, 3, 4, 5, 6, 7])))
+    assert message.startswith("repeats.seeds: 7 seeds cannot reach alpha 0.05 over the 4 confirmatory comparisons")
+    assert "smallest Holm-adjusted p is 0.0625" in message
+    assert "list at least 8 seeds, or set compare.exploratory: true" in message
+
+
+def test_the_issue_arithmetic_for_the_old_configs() -> None:
+    # quick.yaml with 8 seeds and a campaign-wide family of 60: 60 * 2 / 2^8 = 0.47 (issue 13)
+    from bru_core import stats
+
+    assert stats.min_adjusted_p("wilcoxon", 8, 60) == pytest.approx(0.46875)
+    assert stats.min_adjusted_p("wilcoxon", 10, 175) == pytest.approx(0.341796875)
+    # a lower alpha needs more seeds: 4 * 2 / 2^n <= 0.01 from n = 10
+    message = spec_error(mutated(setv("compare", {"reference": ["relu", "elu"], "alpha": 0.01})))
+    assert "list at least 10 seeds" in message
+
+
+def test_exploratory_campaigns_may_have_few_seeds() -> None:
+    spec = parse_spec(mutated(setv("repeats.seeds", [1, 2]), setv("compare.exploratory", True)))
+    assert spec.design.exploratory and spec.confirmatory_pairs() == []
+    assert "Design: exploratory" in "\n".join(spec.protocol())
+
+
+def test_a_t_test_family_can_always_reach_alpha() -> None:
+    spec = parse_spec(mutated(setv("repeats.seeds", [1, 2, 3]), setv("compare.test", "t")))
+    assert spec.design.min_adjusted_p == 0.0 and spec.design.test_name == "two-sided paired t-test"
+
+
+def test_search_seed_among_the_repeat_seeds_is_refused() -> None:
+    message = spec_error(mutated(setv("repeats.seeds", [0, 1, 2, 3, 4, 5, 6, 7])))
+    assert message.startswith("search.seed: 0 is also one of repeats.seeds")
+    assert "e.g. search.seed: 8" in message
+
+
+def test_a_stored_spec_is_read_back_without_the_design_checks() -> None:
+    old = mutated(setv("repeats.seeds", [0, 1]))  # an earlier campaign's record
+    with pytest.raises(SpecError):
+        parse_spec(old)
+    assert parse_spec(old, stored=True).repeats.seeds == [0, 1]
+
+
+def test_no_candidate_means_no_confirmatory_family() -> None:
+    message = spec_error(mutated(setv("compare.reference", ["relu", "elu", "eru:2", "oru:3>2"])))
+    assert message.startswith("compare.reference: every activation is a reference")
+
+
+@pytest.mark.parametrize(
+    "primary,expected",
+    [
+        ("test_los", "compare.primary: unknown metric 'test_los' (did you mean 'test_loss'?)"),
+        ("best_val_loss", "compare.primary: best_val_loss is measured on the validation split that chose"),
+        ("epochs_to_target", "compare.primary: epochs_to_target is measured on the validation split"),
+    ],
+)
+def test_bad_primary_metric(primary: str, expected: str) -> None:
+    assert spec_error(mutated(setv("compare.primary", primary))).startswith(expected)
+
+
+def test_primary_metric_must_exist_for_every_task() -> None:
+    tasks = [{"dataset": "digits", "model": "mlp4", "epochs": 2}, {"dataset": "digits", "model": "sae", "epochs": 2}]
+    message = spec_error(mutated(setv("tasks", tasks), setv("compare.primary", "test_error")))
+    assert message == "compare.primary: test_error is not measured for digits/sae (a reconstruction task)"
+    spec = parse_spec(mutated(setv("tasks", tasks), setv("repeats.seeds", list(range(1, 10)))))
+    assert [spec.primary_metric(t.name) for t in spec.tasks] == ["test_error", "test_loss"]
+    learning_speed = parse_spec(mutated(setv("compare.primary", "train_loss_auc")))
+    assert learning_speed.primary_metric(TASK) == "train_loss_auc"
+
+
+@pytest.mark.parametrize(
+    "mutation,expected",
+    [
+        (setv("compare.test", "sign"), "compare.test: Input should be 'wilcoxon' or 't'"),
+        (setv("compare.alpha", 0), "compare.alpha: Input should be greater than 0"),
+        (setv("compare.alpha", 1.5), "compare.alpha: Input should be less than 1"),
+        (setv("compare.exploratory", "yes"), "compare.exploratory: Input should be a valid boolean"),
+    ],
+)
+def test_bad_compare_fields(mutation: Mutation, expected: str) -> None:
+    assert spec_error(mutated(mutation)) == expected
+
+
+@pytest.mark.parametrize("config", ["quick", "paper", "smoke"])
+def test_shipped_configs_pass_the_design_checks(config: str) -> None:
+    spec = load_spec(Path(__file__).resolve().parent.parent / "configs" / f"{config}.yaml")
+    assert spec.search.seed not in spec.repeats.seeds
+    if config == "smoke":
+        assert spec.design.exploratory
+    else:
+        assert spec.design.reaches_alpha
+        assert "|" in spec.labels[-1]  # the paper's step schedule, not the linear ramp
+
+
+def test_cli_check_json_reports_the_design(reference_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", str(reference_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["family_size"] == 4 and report["test"] == "wilcoxon" and report["seeds"] == 8
+    assert report["alpha"] == 0.05 and report["min_adjusted_p"] == pytest.approx(0.03125)
+    # 8 seeds and 4 comparisons: far from 80% power at d_z = 1; the fewest that reach it
+    assert 0.2 < report["power"] < 0.8 and report["power_any"] >= report["power"] >= report["power_all"]
+    assert report["seeds_for_power"] > 8
+
+
+def test_cli_check_refuses_an_underpowered_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mutated(setv("repeats.seeds", [1, 2, 3])))
+    code = main(["check", str(path)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert one_line(captured.err.strip()).startswith(f"error: {path}: repeats.seeds: 3 seeds cannot reach alpha")
