@@ -531,7 +531,8 @@ description: bru bench scale - short trials, to measure coordination, not comput
 tasks: [{{dataset: digits, model: mlp1, epochs: 1}}]
 activations: [relu]
 search: {{trials: {trials}, sampler: random, seed: 0, pruner: none, space: {{lr: {{low: 0.01, high: 0.1, log: true}}}}}}
-repeats: {{seeds: [0]}}
+repeats: {{seeds: [1]}}
+compare: {{exploratory: true}}
 """
 
 

@@ -11,13 +11,16 @@ not trained, no MLflow run).
 
 ``run_repeats`` trains the study's best parameters once per repeat seed, with the
 training seed = the repeat seed, so every activation sees the same initialisation stream
-and batch order per seed (a paired design); finished seeds are not run again.
+and batch order per seed (a paired design); seeds with an outcome (finished, or diverged:
+recorded as such, never retrained until it happens not to) are not run again. The spec
+keeps the search seed out of the repeat seeds, so no repeat reruns a trial.
 
 These are plain functions (no Prefect): the flows and ``bru search`` call them.
 """
 
 from __future__ import annotations
 
+import binascii
 import math
 import time
 import warnings
@@ -38,7 +41,7 @@ from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
 from bru_core.results import check_reachable as check_results_reachable
 from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.spec import CampaignSpec, ParamSpec
-from bru_core.tracking import RunLogger, Tracker, check_server, run_slug
+from bru_core.tracking import DIVERGED, RunLogger, Tracker, check_server, run_slug
 from bru_core.training import History, prepare_data, resolve_device, train
 
 _INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if f.annotation in (int, int | None)}
@@ -142,12 +145,38 @@ def _sampler(spec: CampaignSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
 
 
-def _pruner(spec: CampaignSpec) -> optuna.pruners.BasePruner:
+class EqualBudgetHyperband(optuna.pruners.HyperbandPruner):
+    """Hyperband whose brackets do not depend on the activation.
+
+    Optuna assigns a trial to a bracket (how aggressively it is pruned) by a hash of the
+    study name and the trial number; bru's study names hold the activation, so relu's and
+    elu's trial 3 would land in different brackets: a different budget. Here the hash
+    takes ``bracket_key`` (campaign and task) instead, so trial k of every activation of a
+    task is pruned by the same rule (tests/test_search.py feeds two such studies the same
+    values and checks that they prune the same trials)."""
+
+    def __init__(self, bracket_key: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bracket_key = bracket_key
+
+    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        if len(self._pruners) == 0:
+            return 0
+        assert self._n_brackets is not None
+        n = binascii.crc32(f"{self._bracket_key}_{trial.number}".encode()) % self._total_trial_allocation_budget
+        for bracket_id in range(self._n_brackets):
+            n -= self._trial_allocation_budgets[bracket_id]
+            if n < 0:
+                return bracket_id
+        raise AssertionError("unreachable: the budgets sum to the total")
+
+
+def _pruner(spec: CampaignSpec, task: str) -> optuna.pruners.BasePruner:
+    """The spec's pruner for one task's studies; the same for every activation."""
     if spec.search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=min(5, spec.search.trials), n_warmup_steps=1)
     if spec.search.pruner == "hyperband":
-        epochs = max(t.epochs for t in spec.tasks)
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+        return EqualBudgetHyperband(f"{spec.name}/{task}", min_resource=1, max_resource=spec.task(task).epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -155,7 +184,7 @@ def open_study(spec: CampaignSpec, task: str, activation: str, settings: Setting
     with _quiet_optuna():  # "a new study created" / "using an existing study" at INFO
         study = _create_study(spec, task, activation, settings)
     with _no_experimental_warnings():
-        study.set_metric_names([objective_metric(_objective_kind(spec, task))])
+        study.set_metric_names([objective_metric(spec.task(task).objective)])
     return study
 
 
@@ -164,16 +193,10 @@ def _create_study(spec: CampaignSpec, task: str, activation: str, settings: Sett
         study_name=spec.study_name(task, activation),
         storage=storage(settings),
         sampler=_sampler(spec),
-        pruner=_pruner(spec),
+        pruner=_pruner(spec, task),
         direction="minimize",
         load_if_exists=True,
     )
-
-
-def _objective_kind(spec: CampaignSpec, task: str) -> str:
-    from bru_core.models import model_kind
-
-    return model_kind(spec.task(task).model).objective
 
 
 # --------------------------------------------------------------------------- budget
@@ -331,7 +354,7 @@ class StudySession:
         self._data: dict[str, Data] = {}
         if data is not None:
             self._data[str(data.device)] = data
-        self.metric = objective_metric(_objective_kind(spec, self.task))
+        self.metric = objective_metric(spec.task(self.task).objective)
         self.tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
         self.study = open_study(spec, self.task, self.activation, self.settings)
         self.parent = self.tracker.study_run(spec.name, self.task, self.activation, self.study.study_name)
@@ -545,7 +568,19 @@ class RepeatResult:
     seed: int
     mlflow_run_id: str
     final: dict[str, float | None]
-    reused: bool  # finished before: not trained again
+    reused: bool  # an outcome before: not trained again
+    status: str = "finished"  # finished | diverged (an outcome too: the statistics count it as a failure)
+    failure: str | None = None
+
+
+def _repeat_result(run: Any, reused: bool) -> RepeatResult:
+    """A repeat run with an outcome (tracking.repeat_outcomes) as a RepeatResult."""
+    final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
+    diverged = run.data.tags.get("bru.state") == DIVERGED
+    return RepeatResult(
+        int(run.data.tags["bru.seed"]), run.info.run_id, final, reused,
+        DIVERGED if diverged else "finished", run.data.tags.get("bru.failure") if diverged else None,
+    )  # fmt: skip
 
 
 def _data_source(config: TrainConfig, settings: Settings) -> str:
@@ -588,10 +623,8 @@ def run_repeats(
         finished = tracker.repeat_runs(spec.name, study.study_name)
         results: list[RepeatResult] = []
         for seed in seeds if seeds is not None else spec.repeats.seeds:
-            if seed in finished:
-                run = finished[seed]
-                final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
-                result = RepeatResult(seed, run.info.run_id, final, reused=True)
+            if seed in finished:  # finished, or diverged: either is the outcome of this seed
+                result = _repeat_result(finished[seed], reused=True)
             else:
                 config = spec.train_config(task, activation, params, seed=seed).model_copy(
                     update={"test_every_epoch": True}
@@ -641,11 +674,17 @@ def _repeat_one(
         if on_epoch is not None:
             on_epoch(config.seed, record)
 
+    started = time.perf_counter()
     try:
         history: History = train(config, on_epoch=log_epoch, data=data)
     except NonFiniteLossError as exc:
-        run.end("FAILED", {"bru.failure": str(exc)})
-        raise
+        # Divergence is what this configuration does on this seed: an outcome, recorded and
+        # counted (as the worst one), not an error that stops the campaign or a gap that
+        # leaves the activation judged on its survivors.
+        run.log_metrics({"seconds": time.perf_counter() - started})
+        run.end("FAILED", {"bru.state": DIVERGED, "bru.failure": str(exc)})
+        tracker.flush()
+        return RepeatResult(config.seed, run.run_id, {}, reused=False, status=DIVERGED, failure=str(exc))
     except BaseException as exc:
         run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
         raise
@@ -672,16 +711,7 @@ def register_best_model(
     tracker = tracker or Tracker(settings)
     try:
         finished = tracker.repeat_runs(spec.name, spec.study_name(task, activation))
-        results = [
-            RepeatResult(
-                seed,
-                run.info.run_id,
-                {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")},
-                True,
-            )
-            for seed, run in finished.items()
-            if seed in spec.repeats.seeds
-        ]
+        results = [_repeat_result(run, reused=True) for seed, run in finished.items() if seed in spec.repeats.seeds]
         if results:
             _register_best(spec, task, activation, results, tracker)
     finally:
@@ -692,8 +722,12 @@ def register_best_model(
 def _register_best(
     spec: CampaignSpec, task: str, activation: str, results: list[RepeatResult], tracker: Tracker
 ) -> None:
-    """Register the model of the seed with the best validation metric (never the test set)."""
-    metric = objective_metric(_objective_kind(spec, task))
+    """Register the model of the seed with the best validation metric (never the test set);
+    a diverged seed has no model."""
+    metric = objective_metric(spec.task(task).objective)
+    results = [r for r in results if r.status != DIVERGED]
+    if not results:
+        return
 
     def key(r: RepeatResult) -> tuple[float, float, int]:
         value = r.final.get(metric)
@@ -736,7 +770,7 @@ def campaign_status(
         experiment = tracker.client.get_experiment_by_name(spec.name)
         repeats: dict[str, int] = {}
         if experiment is not None:
-            for run in tracker.find_runs(experiment.experiment_id, {"bru.role": "repeat"}, status="FINISHED"):
+            for run in tracker.repeat_outcomes(spec.name):
                 study = run.data.tags.get("bru.study", "")
                 repeats[study] = repeats.get(study, 0) + 1
         for t in spec.tasks:

@@ -10,7 +10,8 @@ One experiment per campaign. In it:
 * a run per repeat seed (``role=repeat``, ``seed``): per-epoch train/validation/test
   metrics, final metrics, the model (with signature, input example and bru_core's source),
   the data set with its digest, and an environment record; the best seed's model is
-  registered.
+  registered. A seed whose training diverged is FAILED with ``state=diverged`` and
+  ``failure``: an outcome, counted by the statistics as the worst one, never retrained.
 
 MLflow is called directly (optuna-integration's callback is deprecated and makes flat
 runs). Metrics are buffered per run and written in batches, at most every ``FLUSH_SECONDS``
@@ -56,6 +57,7 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 FLUSH_SECONDS = 5.0
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 ROLE = "bru.role"
+DIVERGED = "diverged"  # bru.state of a repeat whose training diverged: FAILED in MLflow, an outcome for bru
 
 
 class TrackingError(BruError):
@@ -71,9 +73,10 @@ def _now_ms() -> int:
 
 
 def run_slug(*parts: str) -> str:
-    """A registered-model name from names with '/', ':' and '>' in them."""
+    """A registered-model name from names with '/', ':', '>' (a ramp) and '|' (a step) in
+    them: quick-digits-mlp4-oru3to2, quick-digits-mlp4-oru3then2."""
     text = "-".join(parts)
-    for old, new in (("/", "-"), (":", ""), (">", "to"), (" ", "")):
+    for old, new in (("/", "-"), (":", ""), (">", "to"), ("|", "then"), (" ", "")):
         text = text.replace(old, new)
     return text
 
@@ -407,12 +410,22 @@ class Tracker:
 
     # ------------------------------------------------------------------ repeats
 
+    def repeat_outcomes(self, campaign: str, study_name: str | None = None) -> list[Run]:
+        """The repeat runs that reached an outcome: FINISHED, or FAILED because training
+        diverged (``bru.state=diverged``: an outcome of the configuration, kept and never
+        retrained). At most one per study and seed, a finished run before a diverged one."""
+        tags = {ROLE: "repeat", **({"bru.study": study_name} if study_name is not None else {})}
+        experiment_id = self.experiment_id(campaign)
+        finished = self.find_runs(experiment_id, tags, status="FINISHED")
+        diverged = self.find_runs(experiment_id, {**tags, "bru.state": DIVERGED}, status="FAILED")
+        chosen: dict[tuple[str, str], Run] = {}
+        for run in [*finished, *diverged]:
+            chosen.setdefault((run.data.tags.get("bru.study", ""), run.data.tags["bru.seed"]), run)
+        return list(chosen.values())
+
     def repeat_runs(self, campaign: str, study_name: str) -> dict[int, Run]:
-        """The finished repeat run of each seed of a study."""
-        runs = self.find_runs(
-            self.experiment_id(campaign), {ROLE: "repeat", "bru.study": study_name}, status="FINISHED"
-        )
-        return {int(r.data.tags["bru.seed"]): r for r in runs}
+        """The repeat run with an outcome of each seed of a study (see repeat_outcomes)."""
+        return {int(r.data.tags["bru.seed"]): r for r in self.repeat_outcomes(campaign, study_name)}
 
     def start_repeat(
         self, campaign: str, task: str, activation: str, study_name: str, seed: int, params: Mapping[str, Any]

@@ -151,7 +151,7 @@ def _slow_spec(tmp_path, name: str, trials: int = 8) -> str:
     spec.write_text(
         f"name: {name}\ntasks: [{{dataset: digits, model: mlp4, epochs: 40}}]\nactivations: [relu]\n"
         f"search: {{trials: {trials}, sampler: random, seed: 0, pruner: none, space: {{lr: {{low: 0.01, high: 0.02}}}}}}\n"
-        "repeats: {seeds: [0]}\n"
+        "repeats: {seeds: [1]}\ncompare: {exploratory: true}\n"
     )
     return str(spec)
 

@@ -42,7 +42,8 @@ def _spec(**changes):
             "pruner": "none",
             "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "batch_size": {"choices": [64, 128]}},
         },
-        "repeats": {"seeds": [0, 1]},
+        "repeats": {"seeds": [101, 102]},  # apart from every search seed the tests use
+        "compare": {"exploratory": True},  # two seeds: a test of the machinery
     }
     for key, value in changes.items():
         if key == "search":
@@ -192,13 +193,15 @@ def test_repeats_log_models_data_and_environment_once(digits):
     settings = get_settings()
     run_study(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
     results = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings, data=digits)
-    assert [r.seed for r in results] == [0, 1] and not any(r.reused for r in results)
+    assert [r.seed for r in results] == [101, 102] and not any(r.reused for r in results)
     client = MlflowClient(settings.tracking)
     runs = _runs(settings, "t", "repeat")
     assert len(runs) == 2
     for run in runs:
         tags = run.data.tags
-        assert tags["bru.activation"] == "eru:2" and tags["bru.seed"] in {"0", "1"} and run.info.status == "FINISHED"
+        assert (
+            tags["bru.activation"] == "eru:2" and tags["bru.seed"] in {"101", "102"} and run.info.status == "FINISHED"
+        )
         assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [1, 2]
         assert {"final_test_error", "final_error_quotient", "final_val_loss"} <= set(run.data.metrics)
         (dataset_input,) = run.inputs.dataset_inputs
@@ -333,7 +336,7 @@ def test_killed_worker_trial_is_retried_after_its_heartbeat_stops(tmp_path, bru_
     spec.write_text(
         "name: kill\ntasks: [{dataset: digits, model: mlp4, epochs: 60}]\nactivations: [relu]\n"
         "search: {trials: 2, sampler: random, seed: 0, pruner: none, space: {lr: {low: 0.01, high: 0.05}}}\n"
-        "repeats: {seeds: [0]}\n"
+        "repeats: {seeds: [1]}\ncompare: {exploratory: true}\n"
     )
     env = {**os.environ, "BRU_HOME": str(bru_home), "BRU_HEARTBEAT_SECONDS": "1", "BRU_HEARTBEAT_GRACE_SECONDS": "3"}
     command = [str(BIN / "bru"), "search", str(spec), "--task", "digits/mlp4", "-a", "relu", "--no-repeats"]
@@ -406,3 +409,67 @@ def test_bru_ui_serves_the_embedded_store(tmp_path, bru_home):
         os.killpg(ui.pid, signal.SIGINT)
         ui.wait(timeout=30)
     assert ui.returncode is not None
+
+
+# --------------------------------------------------------------------------- equal budgets under every pruner
+
+
+def _pruning_pattern(study: optuna.Study, trials: int, epochs: int) -> list[int | None]:
+    """Feed trial k the same curve in every study (seeded by k); the epoch it was pruned at."""
+    pattern: list[int | None] = []
+    for k in range(trials):
+        trial = study.ask()
+        curve = 1.0 / np.arange(1, epochs + 1) + np.random.default_rng(k).uniform(0, 0.5)
+        pruned_at = None
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                pruned_at = epoch
+                break
+        study.tell(trial, state=TrialState.PRUNED) if pruned_at else study.tell(trial, float(curve[-1]))
+        pattern.append(pruned_at)
+    return pattern
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell here; bru's trials go through optimize
+@pytest.mark.parametrize("pruner", ["none", "median", "hyperband"])
+def test_every_pruner_gives_every_activation_the_same_budget(pruner):
+    """Two studies that differ only in activation, fed the same intermediate values, prune
+    the same trials at the same epochs (issue 13: Optuna's Hyperband picked each trial's
+    bracket from a hash of the study name, which holds the activation)."""
+    spec = _spec(tasks=[{"dataset": "digits", "model": "mlp4", "epochs": 27}], search={"trials": 40, "pruner": pruner})
+    settings = get_settings()
+    relu, eru = (open_study(spec, "digits/mlp4", a, settings) for a in ("relu", "eru:2"))
+    assert relu.study_name != eru.study_name
+    a, b = _pruning_pattern(relu, 40, 27), _pruning_pattern(eru, 40, 27)
+    assert a == b
+    if pruner != "none":
+        assert any(a), "the pattern must prune something, or the test shows nothing"
+    else:
+        assert not any(a)
+
+
+def test_optunas_own_hyperband_would_give_activations_different_budgets():
+    """Why the pruner above is bru's own: Optuna's HyperbandPruner, for the same two studies."""
+    patterns = []
+    for activation in ("relu", "eru:2"):
+        study = optuna.create_study(
+            study_name=f"t/digits/mlp4/{activation}",
+            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=27),
+        )
+        patterns.append(_pruning_pattern(study, 40, 27))
+    assert patterns[0] != patterns[1]
+
+
+def test_hyperband_brackets_follow_the_task_not_the_activation():
+    spec = _spec(
+        tasks=[
+            {"dataset": "digits", "model": "mlp4", "epochs": 27},
+            {"dataset": "digits", "model": "mlp5", "epochs": 9},
+        ],
+        search={"pruner": "hyperband"},
+    )
+    pruner = search_module._pruner(spec, "digits/mlp5")
+    assert isinstance(pruner, search_module.EqualBudgetHyperband)
+    assert pruner._max_resource == 9  # the task's own epochs, not the longest task's
+    assert pruner._bracket_key == "t/digits/mlp5"
