@@ -1,13 +1,19 @@
 """From MLflow's repeat runs to the evidence: evaluations, summaries, comparisons, rankings.
 
-``aggregate(campaign)`` reads the campaign's spec and every FINISHED repeat run (final
-metrics and per-epoch curves) from MLflow, computes the statistics of bru_core.stats, and
-replaces the campaign's rows in the results database in one transaction. Reading is the
-only thing it does to MLflow; rerunning it gives the same rows (the bootstrap is seeded).
+``aggregate(campaign)`` reads the campaign's spec and every repeat run with an outcome
+(finished, or diverged: a failure, the worst outcome) from MLflow, computes the statistics
+of bru_core.stats, and replaces the campaign's rows in the results database in one
+transaction. Reading is the only thing it does to MLflow; rerunning it gives the same rows.
+
+The comparisons follow the spec's declared design (docs/statistics.md): the confirmatory
+family (each task's primary metric, each candidate against each reference, the spec's
+test) is Holm-adjusted as one family and carries its minimum detectable difference; every
+other row is exploratory, Holm-adjusted within its metric and test.
 """
 
 from __future__ import annotations
 
+import math
 import statistics as pystats
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,7 +22,6 @@ from typing import Any
 
 from bru_core import stats
 from bru_core.errors import BruError
-from bru_core.models import model_kind
 from bru_core.results import (
     Campaign,
     ComparisonRow,
@@ -31,9 +36,11 @@ from bru_core.results import (
 )
 from bru_core.settings import Settings, get_settings
 from bru_core.spec import CampaignSpec, parse_spec
-from bru_core.tracking import ROLE, Tracker
+from bru_core.tracking import DIVERGED, ROLE, Tracker
 
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error")
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
+FINISHED = "finished"
 
 
 @dataclass
@@ -45,6 +52,8 @@ class RepeatRun:
     final: dict[str, float]
     curves: dict[str, list[float]]
     seconds: float | None
+    status: str = FINISHED  # finished | diverged
+    failure: str | None = None
 
 
 @dataclass
@@ -53,24 +62,30 @@ class AggregateResult:
     evaluations: int
     comparisons: int
     tests: int  # comparison rows with a p-value
-    missing: list[str] = field(default_factory=list)  # task x activation without finished repeats
+    missing: list[str] = field(default_factory=list)  # task x activation without repeat outcomes
+    failed: int = 0  # repeat runs that diverged
     report_dir: str | None = None
 
 
 def objective_of(spec: CampaignSpec, task: str) -> str:
-    return model_kind(spec.task(task).model).objective
+    return spec.task(task).objective
+
+
+def target_metric(objective: str) -> str:
+    """The validation metric that chose the hyperparameters and defines epochs-to-target."""
+    return "val_error" if objective == "classification" else "val_loss"
 
 
 def collect(tracker: Tracker, spec: CampaignSpec, on_run: Callable[[int, int], None] | None = None) -> list[RepeatRun]:
-    """Every FINISHED repeat run of the campaign with its final metrics and curves."""
-    experiment_id = tracker.experiment_id(spec.name)
-    runs = tracker.find_runs(experiment_id, {ROLE: "repeat"}, status="FINISHED")
+    """Every repeat run of the campaign with an outcome, with its final metrics and curves."""
+    runs = tracker.repeat_outcomes(spec.name)
     result = []
     for i, run in enumerate(runs):
         tags = run.data.tags
         final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
         keys = set(run.data.metrics)
         curves = {key: tracker.metric_history(run.info.run_id, key) for key in CURVES if key in keys}
+        diverged = run.info.status == "FAILED" and tags.get("bru.state") == DIVERGED
         result.append(
             RepeatRun(
                 tags["bru.task"],
@@ -80,6 +95,8 @@ def collect(tracker: Tracker, spec: CampaignSpec, on_run: Callable[[int, int], N
                 final,
                 curves,
                 run.data.metrics.get("seconds"),
+                DIVERGED if diverged else FINISHED,
+                tags.get("bru.failure") if diverged else None,
             )
         )
         if on_run is not None:
@@ -128,11 +145,11 @@ def _number(text: str) -> Any:
 
 def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evaluation], dict[str, float | None]]:
     """One Evaluation per run, and each task's target for epochs-to-target: the median over
-    activations of the mean final validation metric."""
+    activations of the mean final validation metric of the finished runs."""
     by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        metric = "val_error" if objective_of(spec, run.task) == "classification" else "val_loss"
-        if metric in run.final:
+        metric = target_metric(objective_of(spec, run.task))
+        if run.status == FINISHED and metric in run.final:
             by_task[run.task][run.activation].append(run.final[metric])
     targets: dict[str, float | None] = {}
     for task in (t.name for t in spec.tasks):
@@ -141,26 +158,28 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
     evaluations = []
     for run in runs:
         objective = objective_of(spec, run.task)
-        val_metric = "val_error" if objective == "classification" else "val_loss"
+        epochs = max((len(c) for c in run.curves.values()), default=0)
+        common = dict(task=run.task, activation=run.activation, seed=run.seed, mlflow_run_id=run.run_id,
+                      epochs=epochs, seconds=run.seconds, status=run.status, failure=run.failure)  # fmt: skip
+        if run.status != FINISHED:  # diverged: no metric; the statistics count it as a failure
+            evaluations.append(Evaluation(**common))
+            continue
         target = targets.get(run.task)
-        curve = run.curves.get(val_metric, [])
+        curve = run.curves.get(target_metric(objective), [])
+        final = run.final
         evaluations.append(
             Evaluation(
-                task=run.task,
-                activation=run.activation,
-                seed=run.seed,
-                mlflow_run_id=run.run_id,
-                test_error=run.final.get("test_error") if objective == "classification" else None,
-                test_loss=run.final.get("test_loss"),
+                **common,
+                test_error=final.get("test_error") if objective == "classification" else None,
+                test_loss=final.get("test_loss"),
                 best_val_loss=min(run.curves["val_loss"]) if run.curves.get("val_loss") else None,
-                error_quotient=run.final.get("error_quotient"),
+                error_quotient=final.get("error_quotient"),
+                log_error_quotient=stats.log_error_quotient(final.get("test_loss"), final.get("train_loss")),
                 train_loss_auc=stats.train_loss_auc(run.curves["train_loss"]) if run.curves.get("train_loss") else None,
                 epochs_to_target=float(stats.epochs_to_target(curve, target)) if curve and target is not None else None,
-                val_error=run.final.get("val_error") if objective == "classification" else None,
-                val_loss=run.final.get("val_loss"),
-                train_loss=run.final.get("train_loss"),
-                epochs=max((len(c) for c in run.curves.values()), default=0),
-                seconds=run.seconds,
+                val_error=final.get("val_error") if objective == "classification" else None,
+                val_loss=final.get("val_loss"),
+                train_loss=final.get("train_loss"),
             )
         )
     return evaluations, targets
@@ -177,60 +196,125 @@ def comparison_pairs(labels: list[str], references: list[str]) -> list[tuple[str
     return pairs
 
 
-def compute(
-    spec: CampaignSpec, evaluations: list[Evaluation], seed: int = 0, resamples: int = stats.RESAMPLES
-) -> tuple[list[SummaryRow], list[ComparisonRow], list[RankingRow]]:
-    """Summaries, paired comparisons (Holm over the campaign, per test) and rankings."""
-    values: dict[tuple[str, str, str], dict[int, float]] = defaultdict(
-        dict
-    )  # (task, activation, metric) -> seed -> value
+def _test_kind(name: str) -> str:
+    """The spec's name of a test (compare.test): wilcoxon or t."""
+    return "t" if name == "paired_t" else "wilcoxon"
+
+
+def _values(evaluations: list[Evaluation]) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(task, activation, metric) -> seed -> value; a diverged run is +inf (every metric
+    is lower-is-better): the worst outcome."""
+    values: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for e in evaluations:
         for metric in stats.METRICS:
-            value = getattr(e, metric)
+            value = math.inf if e.status != FINISHED else getattr(e, metric)
             if value is not None:
                 values[(e.task, e.activation, metric)][e.seed] = value
+    return values
+
+
+def _metric_note(info: stats.MetricInfo, xa: dict[int, float], xb: dict[int, float], epochs: int) -> str:
+    notes = []
+    if info.validation_based:
+        notes.append("measured on the validation split that chose the hyperparameters: exploratory only")
+    if info.censored:
+        never_a = sum(math.isfinite(v) and v > epochs for v in xa.values())
+        never_b = sum(math.isfinite(v) and v > epochs for v in xb.values())
+        notes.append(
+            f"censored: {never_a} seed(s) of a and {never_b} of b never reached the target (counted as "
+            f"{epochs + 1}); compared by ranks only"
+        )
+    return "; ".join(notes)
+
+
+def _scale_for(test: str, c: stats.PairedComparison) -> float | None:
+    """The sd a row's minimum detectable difference is computed for: the t-test's power
+    depends on the sd itself; the signed-rank test's on the bulk of the differences, so it
+    gets the robust sd (one wild seed would otherwise claim that nothing under tens of
+    points was detectable), or the sd where most differences are tied and the MAD is 0."""
+    if test == "wilcoxon" and c.robust_sd_diff:
+        return c.robust_sd_diff
+    return c.sd_diff
+
+
+def compute(
+    spec: CampaignSpec, evaluations: list[Evaluation]
+) -> tuple[list[SummaryRow], list[ComparisonRow], list[RankingRow]]:
+    """Summaries, paired comparisons (the declared families, Holm within each) and rankings."""
+    values = _values(evaluations)
+    epochs = {t.name: t.epochs for t in spec.tasks}
+    alpha = spec.compare.alpha
+    confirmatory = set(spec.confirmatory_pairs())
+    labels, pairs = spec.labels, comparison_pairs(spec.labels, spec.references)
     summaries: list[SummaryRow] = []
     comparisons: list[ComparisonRow] = []
+    spread: dict[int, float | None] = {}  # id(row) -> the sd its minimum detectable difference is for
     for task in (t.name for t in spec.tasks):
-        objective = objective_of(spec, task)
-        for metric in stats.metrics_for(objective):
+        primary = spec.primary_metric(task)
+        for metric in stats.metrics_for(objective_of(spec, task)):
             info = stats.METRICS[metric]
-            for activation in spec.labels:
+            for activation in labels:
                 sample = values.get((task, activation, metric))
                 if not sample:
                     continue
-                s = stats.describe(list(sample.values()), seed, resamples)
+                s = stats.describe(list(sample.values()))
+                censored = sum(math.isfinite(v) and v > epochs[task] for v in sample.values()) if info.censored else 0
                 summaries.append(
-                    SummaryRow(task=task, activation=activation, metric=metric, lower_is_better=info.lower_is_better, n=s.n, mean=s.mean, sd=s.sd,
-                               median=s.median, iqm=s.iqm, ci_low=s.ci_low, ci_high=s.ci_high)
+                    SummaryRow(task=task, activation=activation, metric=metric, lower_is_better=info.lower_is_better,
+                               n=s.n, n_failed=s.n_failed, n_censored=censored, mean=s.mean, sd=s.sd, median=s.median,
+                               iqm=s.iqm, ci_low=s.ci_low, ci_high=s.ci_high)
                 )  # fmt: skip
-            for a, b in comparison_pairs(spec.labels, spec.references):
+            tests = ("wilcoxon",) if info.censored else ("wilcoxon", "paired_t")
+            for a, b in pairs:
                 xa, xb = values.get((task, a, metric), {}), values.get((task, b, metric), {})
-                c = stats.compare_paired(xa, xb, info.lower_is_better, seed, resamples)
-                note = c.note if (xa and xb) else f"no finished repeat runs of {a if not xa else b}"
-                for t in c.tests:
-                    comparisons.append(
-                        ComparisonRow(task=task, metric=metric, a=a, b=b, n=c.n, mean_a=c.mean_a, mean_b=c.mean_b, diff=c.diff,
-                                      ci_low=c.ci_low, ci_high=c.ci_high, test=t.test, statistic=t.statistic, p_value=t.p_value,
-                                      p_adjusted=None, effect_size=c.effect_size, effect_size_kind="cohen_dz", better="not tested",
-                                      prob_improvement=c.prob_improvement, lower_is_better=info.lower_is_better, note=note)
+                c = stats.compare_paired(xa, xb, info.lower_is_better, tests)
+                missing = f"no repeat runs of {a if not xa else b}" if not (xa and xb) else ""
+                for kind, t in zip(tests, c.tests, strict=True):
+                    family = (
+                        CONFIRMATORY
+                        if metric == primary and (task, a, b) in confirmatory and _test_kind(kind) == spec.compare.test
+                        else EXPLORATORY
+                    )
+                    diff = None if c.mean_a is None or c.mean_b is None else c.mean_a - c.mean_b
+                    note = "; ".join(
+                        n for n in (missing or c.note, t.note, _metric_note(info, xa, xb, epochs[task])) if n
+                    )
+                    row = ComparisonRow(
+                        task=task, metric=metric, a=a, b=b, family=family, n=c.n, n_failed_a=c.n_failed_a,
+                        n_failed_b=c.n_failed_b, mean_a=c.mean_a, mean_b=c.mean_b, diff=diff, estimate=t.estimate,
+                        ci_low=t.ci_low, ci_high=t.ci_high, test=t.test, statistic=t.statistic, p_value=t.p_value,
+                        p_adjusted=None, mdd=None, effect_size=c.effect_size, effect_size_kind="cohen_dz",
+                        better="not tested", prob_improvement=c.prob_improvement, lower_is_better=info.lower_is_better,
+                        note=note,
                     )  # fmt: skip
-    for family in ("wilcoxon", "paired_t"):
-        rows = [r for r in comparisons if r.test.startswith(family)]
-        for row, adjusted in zip(rows, stats.holm([r.p_value for r in rows]), strict=True):
-            row.p_adjusted = adjusted
-            row.better = stats.verdict(row.diff, adjusted, row.lower_is_better)
+                    spread[id(row)] = _scale_for(kind, c)
+                    comparisons.append(row)
+    families: dict[tuple[str, ...], list[ComparisonRow]] = defaultdict(list)
+    for row in comparisons:
+        key = (CONFIRMATORY,) if row.family == CONFIRMATORY else (EXPLORATORY, row.metric, _test_kind(row.test))
+        families[key].append(row)
+    for key, rows in families.items():
+        adjusted = stats.holm([r.p_value for r in rows])
+        size = sum(p is not None for p in adjusted)
+        for row, p in zip(rows, adjusted, strict=True):
+            row.p_adjusted = p
+            row.better = stats.verdict(row.estimate, p, row.lower_is_better, alpha)
+            if key == (CONFIRMATORY,) and p is not None:
+                # The difference a lone real effect needs to be found 80% of the time at
+                # Holm's first step, alpha / family size, for normal differences of the observed sd.
+                row.mdd = stats.mdd(_test_kind(row.test), row.n, spread[id(row)], alpha / size)
     return summaries, comparisons, _rankings(spec, summaries)
 
 
 def _rankings(spec: CampaignSpec, summaries: list[SummaryRow]) -> list[RankingRow]:
     means: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (metric, task) -> activation -> mean
     for s in summaries:
-        means[(s.metric, s.task)][s.activation] = s.mean
+        if s.mean is not None:
+            means[(s.metric, s.task)][s.activation] = s.mean
     tasks = [t.name for t in spec.tasks]
     rankings = []
     tables: dict[str, dict[str, dict[str, float]]] = {
-        "primary": {t: means.get((stats.primary_metric(objective_of(spec, t)), t), {}) for t in tasks}
+        "primary": {t: means.get((spec.primary_metric(t), t), {}) for t in tasks}
     }
     for metric in stats.METRICS:
         table = {t: means.get((metric, t), {}) for t in tasks}
@@ -254,8 +338,6 @@ def aggregate(
     campaign: str,
     settings: Settings | None = None,
     *,
-    seed: int = 0,
-    resamples: int = stats.RESAMPLES,
     report: bool = True,
     on_run: Callable[[int, int], None] | None = None,
 ) -> AggregateResult:
@@ -265,18 +347,16 @@ def aggregate(
 
     settings = settings or get_settings()
     with Tracker(settings) as tracker:
-        spec = parse_spec(tracker.campaign_spec(campaign), f"campaign {campaign}")
+        spec = parse_spec(tracker.campaign_spec(campaign), f"campaign {campaign}", stored=True)
         runs = collect(tracker, spec, on_run)
         if not runs:
-            raise BruError(
-                f"campaign {campaign!r} has no finished repeat runs yet: run bru search (with repeats) first"
-            )
+            raise BruError(f"campaign {campaign!r} has no repeat runs yet: run bru search (with repeats) first")
         evaluations, targets = evaluate_runs(spec, runs)
-        summaries, comparisons, rankings = compute(spec, evaluations, seed, resamples)
+        summaries, comparisons, rankings = compute(spec, evaluations)
         tasks = [
-            Task(task=t.name, dataset=t.dataset, model=t.model, objective=objective_of(spec, t.name), epochs=t.epochs,
-                 primary_metric=stats.primary_metric(objective_of(spec, t.name)),
-                 target_metric="val_error" if objective_of(spec, t.name) == "classification" else "val_loss", target=targets.get(t.name))
+            Task(task=t.name, dataset=t.dataset, model=t.model, objective=t.objective, epochs=t.epochs,
+                 primary_metric=spec.primary_metric(t.name), target_metric=target_metric(t.objective),
+                 target=targets.get(t.name))
             for t in spec.tasks
         ]  # fmt: skip
         curves = [
@@ -302,7 +382,7 @@ def aggregate(
         missing = [f"{t.name} {a}" for t in spec.tasks for a in spec.labels if (t.name, a) not in present]
         result = AggregateResult(
             campaign, len(evaluations), len({(c.task, c.metric, c.a, c.b) for c in comparisons}),
-            sum(c.p_value is not None for c in comparisons), missing,
+            sum(c.p_value is not None for c in comparisons), missing, sum(e.status != FINISHED for e in evaluations),
         )  # fmt: skip
         if report:
             from bru_core.report import write_report

@@ -7,6 +7,7 @@ training that diverges ends with one line and exit code 1.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -93,8 +94,20 @@ def _progress() -> Progress:
     )
 
 
+def _finite_json(value: Any) -> Any:
+    """JSON has no infinities: a non-finite float (e.g. an estimate decided by diverged
+    seeds) is written as the string "inf", "-inf" or "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _print_json(payload: object) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.write(json.dumps(_finite_json(payload), allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------- train
@@ -309,6 +322,11 @@ StorageOpt = Annotated[
 ]
 
 
+ResultsOpt = Annotated[
+    str | None, typer.Option(help="Results database URL (default: BRU_RESULTS_URL or sqlite under home).")
+]
+
+
 def _settings(
     home: Path | None = None,
     tracking_uri: str | None = None,
@@ -321,16 +339,94 @@ def _settings(
 
 
 @app.command()
-def check(spec: SpecArg) -> None:
-    """Check a campaign spec and print its protocol, without running or writing anything."""
+def check(
+    spec: SpecArg,
+    json_output: JsonOpt = False,
+    pilot: Annotated[
+        str | None, typer.Option(help="An aggregated campaign whose paired differences plan the seeds (with --effect).")
+    ] = None,
+    effect: Annotated[
+        float | None,
+        typer.Option(
+            help="With --pilot: the difference to detect, in the metric's units (0.001 = 0.1 points of error)."
+        ),
+    ] = None,
+    effect_dz: Annotated[
+        float, typer.Option("--effect-dz", min=0.01, help="The standardised effect the power figure is for.")
+    ] = 1.0,
+    home: HomeOpt = None,
+    results_url: ResultsOpt = None,
+) -> None:
+    """Check a campaign spec and print its protocol and what its design can show (power),
+    without running or writing anything."""
+    from bru_core.power import check_design
     from bru_core.spec import load_spec
+    from bru_core.stats import POWER
 
+    if (pilot is None) != (effect is None):
+        raise ConfigError("--pilot and --effect go together: the campaign to plan from and the difference to detect")
     campaign = load_spec(spec)
+    report = check_design(campaign, effect_dz)
+    if pilot is not None and effect is not None:
+        report["pilot"] = _pilot(campaign, pilot, effect, home, results_url)
+    if json_output:
+        _print_json(report)
+        return
     for line in campaign.protocol():
         out.print(line, highlight=False)
     n = len(campaign.tasks) * len(campaign.activations)
     out.print(
         f"{n} studies, {n * campaign.search.trials} trials, {n * len(campaign.repeats.seeds)} repeat runs.",
+        highlight=False,
+    )
+    if report["family_size"]:
+        wanted = report["seeds_for_power"]
+        out.print(
+            f"Power: if every confirmatory comparison had a true difference of d_z = {effect_dz:g} (the mean paired "
+            f"difference over its sd), {report['seeds']} seeds would detect {report['power']:.0%} of them on average "
+            f"(at least one {report['power_any']:.0%} of the time; simulated, normal differences); "
+            + (
+                f"{wanted} seeds reach {POWER:.0%}." if wanted else f"no number of seeds up to 200 reaches {POWER:.0%}."
+            ),
+            highlight=False,
+        )
+    if "pilot" in report:
+        _print_pilot(report["pilot"])
+
+
+def _pilot(campaign, pilot: str, effect: float, home: Path | None, results_url: str | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from bru_core.power import pilot as plan
+    from bru_core.settings import get_settings
+    from bru_core.stats import POWER
+
+    rows, alpha = plan(campaign, pilot, effect, get_settings(home=home, results_url=results_url))
+    needed = [r.seeds for r in rows if r.seeds is not None]
+    cautious = [r.seeds_cautious for r in rows if r.seeds_cautious is not None]
+    return {
+        "campaign": pilot, "effect": effect, "alpha_per_comparison": alpha, "power": POWER,
+        "seeds": max(needed) if needed else None, "seeds_cautious": max(cautious) if cautious else None,
+        "comparisons": [asdict(r) for r in rows],
+    }  # fmt: skip
+
+
+def _print_pilot(plan: dict[str, Any]) -> None:
+    from bru_core.report import fmt_diff, metric_info
+
+    table = Table(title=f"seeds to detect {plan['effect']:g} with 80% power at alpha {plan['alpha_per_comparison']:.3g} "
+                        f"(from campaign {plan['campaign']})")  # fmt: skip
+    for column in ("task", "a", "b", "metric", "pilot pairs", "sd of differences", "seeds", "seeds (sd 80% upper)"):
+        table.add_column(column, justify="left" if column in ("task", "a", "b", "metric") else "right")
+    for r in plan["comparisons"]:
+        sd = fmt_diff(r["metric"], r["sd"]).lstrip("+") + (" pts" if metric_info(r["metric"]).percent else "")
+        table.add_row(r["task"], r["a"], r["b"], r["metric"], str(r["pilot_seeds"]), sd,
+                      str(r["seeds"] or ">10000"), str(r["seeds_cautious"] or ">10000"))  # fmt: skip
+    out.print(table)
+    out.print(
+        f"Every comparison reaches 80% power with {plan['seeds']} seeds ({plan['seeds_cautious']} if the sd is as "
+        "large as its 80% upper confidence bound); assumes normal paired differences with the pilot's sd, tested at "
+        "Holm's first step (alpha / family size).",
         highlight=False,
     )
 
@@ -407,20 +503,16 @@ def search(
             table.add_column(column, justify="right")
         for r in repeat_rows:
             f = r.final
+            state = ("kept" if r.reused else "new") + ("; diverged" if r.status != "finished" else "")
             table.add_row(
                 str(r.seed), _pct(f.get("val_error")), _pct(f.get("test_error")), _num(f.get("test_loss")),
-                _num(f.get("train_loss")), _num(f.get("error_quotient"), 2), "kept" if r.reused else "new",
+                _num(f.get("train_loss")), _num(f.get("error_quotient"), 2), state,
             )  # fmt: skip
         out.print(table)
     out.print(
         f"MLflow: {shown_url(settings.tracking)} (bru ui to browse); Optuna: {shown_url(settings.optuna)}",
         highlight=False,
     )
-
-
-ResultsOpt = Annotated[
-    str | None, typer.Option(help="Results database URL (default: BRU_RESULTS_URL or sqlite under home).")
-]
 
 
 @app.command()
@@ -430,7 +522,6 @@ def aggregate(
     tracking_uri: TrackingOpt = None,
     results_url: ResultsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report and log it to MLflow.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Read a campaign's repeat runs from MLflow, compute the statistics, write the results database."""
     from bru_core.aggregate import aggregate as run_aggregate
@@ -442,7 +533,6 @@ def aggregate(
         result = run_aggregate(
             campaign,
             settings,
-            seed=seed,
             report=report,
             on_run=lambda done, total: progress.update(task, completed=done, total=total),
         )
@@ -451,8 +541,10 @@ def aggregate(
         f"({result.tests} tests) written to {shown_url(settings.results)}",
         highlight=False,
     )
+    if result.failed:
+        out.print(f"{result.failed} repeat run(s) diverged: counted as failures (the worst outcome)", highlight=False)
     if result.missing:
-        out.print(f"no finished repeat runs yet for: {', '.join(result.missing)}", highlight=False)
+        out.print(f"no repeat runs yet for: {', '.join(result.missing)}", highlight=False)
     if result.report_dir:
         out.print(
             f"report: {Path(result.report_dir) / 'report.html'} (also in MLflow, campaign run, report/)",
@@ -606,17 +698,17 @@ def _preflight(campaign, settings) -> None:
 
 
 def _comparison_lines(campaign_name: str, settings) -> list[str]:
-    from bru_core.report import sentence
+    from bru_core.report import family_size, headline_rows, sentence
     from bru_core.results import ResultsStore
 
     with ResultsStore(settings.results) as store:
         tasks = {t["task"]: t["primary_metric"] for t in store.records("tasks", campaign_name)}
         rows = store.records("comparisons", campaign_name)
-    return [sentence(r) for r in rows if r["metric"] == tasks.get(r["task"]) and not r["test"].startswith("paired_t")]
+    return [sentence(r, family_size(rows, r)) for r in headline_rows(rows, tasks)]
 
 
 def _print_outcome(campaign_name: str, settings) -> None:
-    out.print(f"\ncomparisons on the primary metric ({campaign_name}):", highlight=False)
+    out.print(f"\ncomparisons ({campaign_name}):", highlight=False)
     for line in _comparison_lines(campaign_name, settings):
         out.print(f"  {line}", highlight=False)
     report_path = settings.home_path / "reports" / campaign_name / "report.html"
@@ -945,6 +1037,67 @@ def _radix_activation(spec: str, option: str) -> str:
     if not parse_activation(canonical).is_radix_family:
         raise ConfigError(f"{option}: {spec!r} is not an ERU/ORU (eru:R or oru:R); ELU and ReLU are always timed")
     return canonical
+
+
+@bench_app.command("stats")
+def bench_stats_cmd(
+    spec: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Campaign spec whose family shape and seeds to simulate (default: quick.yaml's shape, 12 seeds)."
+        ),
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(min=2, help="Seeds per activation (default: the spec's, or 12).")] = None,
+    effect_dz: Annotated[
+        float, typer.Option("--effect-dz", min=0.01, help="The true effect, in sds of the paired differences.")
+    ] = 1.0,
+    simulations: Annotated[int, typer.Option(min=100, help="Simulated campaigns per scenario.")] = 1000,
+    failure_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of runs diverging in the failure scenario.")
+    ] = 0.1,
+    json_output: JsonOpt = False,
+) -> None:
+    """The statistics of bru aggregate on simulated campaigns: family-wise false positives with no effect, power with one."""
+    from bru_core.power import bench_stats, quick_shape, with_seeds
+    from bru_core.spec import load_spec
+
+    campaign = quick_shape(seeds or 12) if spec is None else load_spec(spec)
+    if spec is not None and seeds is not None:
+        campaign = with_seeds(campaign, seeds)
+    with _progress() as progress:
+        bars: dict[str, Any] = {}
+
+        def on_step(label: str, done: int, total: int) -> None:
+            if label not in bars:
+                bars[label] = progress.add_task(label, total=total, status="")
+            progress.update(bars[label], completed=done)
+
+        result = bench_stats(
+            campaign, effect_dz=effect_dz, simulations=simulations, failure_rate=failure_rate, on_step=on_step
+        )
+    if json_output:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['campaign']}: {result['family_size']} confirmatory comparisons, {result['seeds']} seeds, "
+                        f"{result['test']}, Holm at alpha {result['alpha']:g}; {simulations} simulated campaigns each")  # fmt: skip
+    for column in (
+        "scenario",
+        "effect d_z",
+        "family-wise error",
+        "power (average)",
+        "any",
+        "all",
+        "wrong direction",
+        "+- (MC)",
+    ):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for r in result["scenarios"]:
+        cells = [r["fwer"], r["power"], r["power_any"], r["power_all"], r["wrong_direction"]]
+        table.add_row(r["scenario"], f"{r['effect_dz']:g}", *("-" if v is None else f"{v:.3f}" for v in cells),
+                      f"{r['monte_carlo_se']:.3f}")  # fmt: skip
+    out.print(table)
+    out.print(f"fwer (worst case) {result['fwer']:.3f}; power (worst case) {result['power']:.3f} for d_z = {effect_dz:g}",
+              highlight=False)  # fmt: skip
 
 
 @bench_app.command("accuracy")

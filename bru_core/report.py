@@ -23,7 +23,7 @@ from scipy import stats as sps
 from bru_core.errors import BruError
 from bru_core.results import ResultsStore
 from bru_core.settings import Settings, get_settings
-from bru_core.stats import METRICS
+from bru_core.stats import ALPHA, METRICS, TRAIN_LOSS_FLOOR, MetricInfo
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 
@@ -48,20 +48,26 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def metric_info(metric: str) -> MetricInfo:
+    """The metric's description; a metric of an older bru (e.g. the plain error quotient,
+    now analysed on the log scale) is shown by its name."""
+    return METRICS.get(metric) or MetricInfo(metric, metric.replace("_", " "), True, False)
+
+
 def fmt_value(metric: str, value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     info = METRICS.get(metric)
-    if info is not None and info.percent:
+    if info is not None and info.percent and math.isfinite(value):
         return f"{100 * value:.2f}%"
     return f"{value:.{digits}g}"
 
 
 def fmt_diff(metric: str, value: float | None) -> str:
-    if value is None:
+    if value is None or math.isnan(value):
         return "-"
     info = METRICS.get(metric)
-    return f"{100 * value:+.2f}" if info is not None and info.percent else f"{value:+.4g}"
+    return f"{100 * value:+.2f}" if info is not None and info.percent and math.isfinite(value) else f"{value:+.4g}"
 
 
 def fmt_p(p: float | None) -> str:
@@ -132,10 +138,17 @@ def plot_seeds(
     out: Path,
 ) -> Path:
     plt = _plt()
-    scale = 100 if METRICS[metric].percent else 1
+    info = metric_info(metric)
+    scale = 100 if info.percent else 1
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(activations) + 2), 4), constrained_layout=True)
     for i, activation in enumerate(activations):
         values = [e[metric] * scale for e in evaluations if e["activation"] == activation and e[metric] is not None]
+        diverged = sum(
+            e["activation"] == activation and (e.get("status") or "finished") != "finished" for e in evaluations
+        )
+        if diverged:  # a failure has no value to plot: say it where its dot would be
+            ax.annotate(f"{diverged} diverged", (i, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                        va="top", color="#d62728", fontsize=8)  # fmt: skip
         if not values:
             continue
         jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
@@ -154,8 +167,8 @@ def plot_seeds(
                 zorder=4,
             )
     ax.set_xticks(range(len(activations)), activations)
-    ax.set_ylabel(METRICS[metric].label + (" (%)" if METRICS[metric].percent else ""))
-    ax.set_title(f"{task}: {METRICS[metric].label} per seed (dots),\nmean with 95% bootstrap CI (diamond)", fontsize=10)
+    ax.set_ylabel(info.label + (" (%)" if info.percent else ""))
+    ax.set_title(f"{task}: {info.label} per seed (dots),\nmean with 95% t-interval (diamond)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out)
 
@@ -177,10 +190,10 @@ def plot_forest(rows: list[dict[str, Any]], out: Path) -> Path:
         sign = 1 if r["lower_is_better"] else -1  # plot so that left always favours a
         color = {"better": "#2ca02c", "worse": "#d62728"}.get(r["better"], "#555555")
         ax.errorbar(sign * d, y, xerr=half, fmt="o", color=color, capsize=3)
-        labels.append(f"{r['task']}  {r['a']} vs {r['b']}  ({METRICS[r['metric']].label})")
+        labels.append(f"{r['task']}  {r['a']} vs {r['b']}  ({metric_info(r['metric']).label})")
     ax.axvline(0, color="0.4", linewidth=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel("Cohen's d_z (left of 0: a better than b); green/red: Holm-adjusted p < 0.05")
+    ax.set_xlabel("Cohen's d_z (left of 0: a better than b); green/red: a verdict at the family's alpha")
     return _save(fig, out)
 
 
@@ -228,18 +241,78 @@ def plot_ranks(rankings: list[dict[str, Any]], out: Path) -> Path:
 # --------------------------------------------------------------------------- words
 
 
-def sentence(row: dict[str, Any]) -> str:
-    """E.g. 'oru:3>2 vs relu on mnist/mlp8: test error 1.71% vs 1.89%, difference -0.18
-    [-0.27, -0.09] points, Holm-adjusted p = 0.004: better'."""
+def headline_rows(comparisons: list[dict[str, Any]], primary: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows a reader is told about first: the confirmatory family; in a campaign that
+    declared none (compare.exploratory), the signed-rank rows of each task's primary metric."""
+    confirmatory = [r for r in comparisons if r.get("family") == "confirmatory"]
+    if confirmatory:
+        return confirmatory
+    return _rank_rows([r for r in comparisons if r["metric"] == primary.get(r["task"])])
+
+
+def _rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task, metric and pair: the signed-rank one (or its 'none' when untested)."""
+    seen: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["test"] != "paired_t":
+            seen.setdefault((r["task"], r["metric"], r["a"], r["b"]), r)
+    return list(seen.values())
+
+
+def family_size(comparisons: list[dict[str, Any]], row: dict[str, Any]) -> int:
+    """How many tested rows share the row's Holm family (the aggregation's grouping)."""
+
+    def key(r: dict[str, Any]) -> tuple[str, ...]:
+        if r.get("family") == "confirmatory":
+            return ("confirmatory",)
+        return ("exploratory", r["metric"], "t" if r["test"] == "paired_t" else "wilcoxon")
+
+    return sum(1 for r in comparisons if key(r) == key(row) and r["p_adjusted"] is not None)
+
+
+def sentence(row: dict[str, Any], family_size: int | None = None) -> str:
+    """E.g. 'eru:2 vs relu on mnist/mlp4 (confirmatory): test error 1.71% vs 1.89%, difference
+    -0.18 [-0.27, -0.09] points (Hodges-Lehmann, 95% CI), n = 14, Holm-adjusted p = 0.004 over
+    8 comparisons: better'; when nothing is found, how large a difference could have been."""
     metric = row["metric"]
-    info = METRICS[metric]
-    head = f"{row['a']} vs {row['b']} on {row['task']}: {info.label} {fmt_value(metric, row['mean_a'])} vs {fmt_value(metric, row['mean_b'])}"
+    info = metric_info(metric)
+    family = row.get("family") or "exploratory"
+    head = (
+        f"{row['a']} vs {row['b']} on {row['task']} ({family}): {info.label} "
+        f"{fmt_value(metric, row['mean_a'])} vs {fmt_value(metric, row['mean_b'])}"
+    )
+    failures = _failures(row)
     if row["p_adjusted"] is None:
-        return f"{head}: not tested ({row['note'] or 'no p-value'})"
+        return f"{head}: not tested ({row['note'] or 'no p-value'}){failures}"
     unit = " points" if info.percent else ""
-    diff = f"difference {fmt_diff(metric, row['diff'])} [{fmt_diff(metric, row['ci_low'])}, {fmt_diff(metric, row['ci_high'])}]{unit}"
+    kind = "mean difference" if row["test"] == "paired_t" else "Hodges-Lehmann"
+    estimate = row.get("estimate", row["diff"])
+    diff = (
+        f"difference {fmt_diff(metric, estimate)} [{fmt_diff(metric, row['ci_low'])}, "
+        f"{fmt_diff(metric, row['ci_high'])}]{unit} ({kind}, 95% CI)"
+    )
+    if metric == "log_error_quotient" and estimate is not None and math.isfinite(estimate):
+        diff += f", an error-quotient ratio of {math.exp(estimate):.3g}"
+    over = f" over {family_size} comparisons" if family_size else ""
     verdict = {"better": "better", "worse": "worse", "no difference": "no difference detected"}[row["better"]]
-    return f"{head}, {diff}, n = {row['n']}, Holm-adjusted p = {fmt_p(row['p_adjusted'])}: {verdict}"
+    text = f"{head}, {diff}, n = {row['n']}, Holm-adjusted p = {fmt_p(row['p_adjusted'])}{over}: {verdict}"
+    if row["better"] == "no difference" and row.get("mdd") is not None:
+        mdd = row["mdd"]
+        if math.isfinite(mdd):
+            size = f"{100 * mdd:.2f} points" if info.percent else f"{mdd:.3g}"
+            text += f"; the design could have detected a difference of {size} or more 80% of the time"
+        else:
+            text += "; with these seeds the design could not have detected any difference at its alpha"
+    return text + failures
+
+
+def _failures(row: dict[str, Any]) -> str:
+    parts = [
+        f"{row[f'n_failed_{side}']} of {row[side]}'s {row['n']} seeds diverged"
+        for side in ("a", "b")
+        if row.get(f"n_failed_{side}")
+    ]
+    return f" ({'; '.join(parts)}: ranked as the worst outcome)" if parts else ""
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -257,6 +330,44 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}
 figcaption{font-size:11px;color:#777}.better{color:#2ca02c}.worse{color:#d62728}li{margin:.3em 0}"""
+
+
+def _statistics_paragraph(confirmatory: list[dict[str, Any]], alpha: float) -> str:
+    tested = sum(r["p_adjusted"] is not None for r in confirmatory)
+    design = (
+        f"The confirmatory family ({tested} tested comparisons: each task's primary metric, each candidate against "
+        f"each reference, the spec's test) is Holm-adjusted together at alpha {alpha:g}; every other comparison is "
+        "exploratory, Holm-adjusted within its metric and test, and labelled so."
+        if confirmatory
+        else "This campaign declared no confirmatory family (compare.exploratory): every comparison is exploratory."
+    )
+    return (
+        f"Statistics (docs/statistics.md): {design} Seeds are paired (the same initialisation stream and batch order "
+        "for every activation). The Wilcoxon signed-rank test is exact (ties and zeros included), with the "
+        "Hodges-Lehmann estimate and its Walsh-average interval; the paired t-test goes with the mean difference and "
+        "its t-interval; a verdict's direction is that of its own test's estimate. A diverged seed is a failure: the "
+        "worst rank in the signed-rank test, left out (and counted) in means and t-tests. Per activation: mean, sd, "
+        "median, interquartile mean and the 95% t-interval of the mean. The error quotient is analysed as "
+        f"ln(test loss / max(train loss, {TRAIN_LOSS_FLOOR:g})); epochs to target is censored at epochs + 1 and "
+        "compared by ranks only; it and the best validation loss are measured on the split that chose the "
+        "hyperparameters, so they are exploratory. Across tasks: average ranks, Friedman's test and Nemenyi's "
+        "critical difference (exploratory)."
+    )
+
+
+def _repeats_table(evaluations: list[dict[str, Any]], labels: list[str]) -> str:
+    """Repeat outcomes per task and activation: finished, diverged (with the first reason)."""
+    rows = []
+    for task in dict.fromkeys(e["task"] for e in evaluations):
+        for activation in labels:
+            runs = [e for e in evaluations if e["task"] == task and e["activation"] == activation]
+            if not runs:
+                continue
+            diverged = [e for e in runs if (e.get("status") or "finished") != "finished"]
+            reason = (diverged[0].get("failure") or "") if diverged else ""
+            rows.append([task, activation, len(runs), len(runs) - len(diverged), len(diverged),
+                         ", ".join(str(e["seed"]) for e in diverged) or "-", reason[:120]])  # fmt: skip
+    return _table(["task", "activation", "seeds", "finished", "diverged", "diverged seeds", "first reason"], rows)
 
 
 def write_report(campaign: str, out: Path, settings: Settings | None = None) -> Path:
@@ -280,45 +391,52 @@ def write_report(campaign: str, out: Path, settings: Settings | None = None) -> 
         + "".join(f"<li>{html.escape(line)}</li>" for line in info.protocol.splitlines())
         + "</ul>"
     )
-    parts.append(
-        "<p>Statistics: per task and activation the mean, sd, median, interquartile mean and a 95% BCa bootstrap CI "
-        "of the mean (10,000 resamples, seeded); each activation against each reference paired by seed with the "
-        "Wilcoxon signed-rank test (exact for small n) and the paired t-test, Holm-adjusted over all comparisons of "
-        "the campaign (per test); effect size Cohen's d_z; across tasks average ranks, Friedman's test and Nemenyi's "
-        "critical difference. The error quotient is test loss / train loss.</p>"
-    )
+    primary_of = {t["task"]: t["primary_metric"] for t in tasks}
+    headline = headline_rows(comparisons, primary_of)
+    confirmatory = [c for c in comparisons if c.get("family") == "confirmatory"]
+    alpha = (info.spec.get("compare") or {}).get("alpha", ALPHA)
+    parts.append(f"<p>{html.escape(_statistics_paragraph(confirmatory, alpha))}</p>")
+    if headline:
+        parts.append(
+            "<h2>" + ("Confirmatory comparisons" if confirmatory else "Comparisons (exploratory campaign)") + "</h2><ul>"
+            + "".join(
+                f'<li class="{html.escape(r["better"].replace(" ", "-"))}">'
+                f"{html.escape(sentence(r, family_size(comparisons, r)))}</li>"
+                for r in headline
+            )
+            + "</ul>"
+        )  # fmt: skip
     parts.append("<h2>Studies</h2>" + _table(
         ["task", "activation", "budget", "with outcome", "complete", "pruned", "failed", "lost (retried)", "best value", "best parameters"],
         [[s["task"], s["activation"], s["trials"], s["done"], s["complete"], s["pruned"], s["failed"], s["lost"],
           fmt_value("x", s["best_value"]), ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s["best_params"] or {}).items())]
          for s in studies],
     ))  # fmt: skip
-    primary_rows = []
+    parts.append("<h2>Repeats</h2>" + _repeats_table(evaluations, labels))
     for task in tasks:
         name, metric, objective = task["task"], task["primary_metric"], task["objective"]
         parts.append(f"<h2>{html.escape(name)}</h2>")
         task_summaries = [s for s in summaries if s["task"] == name]
         parts.append(_table(
-            ["activation", "metric", "n", "mean", "sd", "median", "IQM", "95% CI"],
-            [[s["activation"], METRICS[s["metric"]].label, s["n"], fmt_value(s["metric"], s["mean"]), fmt_value(s["metric"], s["sd"]),
-              fmt_value(s["metric"], s["median"]), fmt_value(s["metric"], s["iqm"]),
+            ["activation", "metric", "n", "failed", "never reached", "mean", "sd", "median", "IQM", "95% CI (t)"],
+            [[s["activation"], metric_info(s["metric"]).label, s["n"], s.get("n_failed") or 0,
+              s.get("n_censored") or 0 if metric_info(s["metric"]).censored else "", fmt_value(s["metric"], s["mean"]),
+              fmt_value(s["metric"], s["sd"]), fmt_value(s["metric"], s["median"]), fmt_value(s["metric"], s["iqm"]),
               f"[{fmt_value(s['metric'], s['ci_low'])}, {fmt_value(s['metric'], s['ci_high'])}]"] for s in task_summaries],
         ))  # fmt: skip
-        rows = [
-            c
-            for c in comparisons
-            if c["task"] == name and c["metric"] == metric and not c["test"].startswith("paired_t")
-        ]
-        primary_rows += rows
-        if rows:
+        rows = [c for c in headline if c["task"] == name]
+        others = [c for c in _rank_rows([c for c in comparisons if c["task"] == name and c["metric"] == metric])
+                  if c not in rows]  # fmt: skip
+        if rows or others:
             parts.append(
                 "<ul>"
                 + "".join(
-                    f'<li class="{html.escape(r["better"].replace(" ", "-"))}">{html.escape(sentence(r))}</li>'
-                    for r in rows
+                    f'<li class="{html.escape(r["better"].replace(" ", "-"))}">'
+                    f"{html.escape(sentence(r, family_size(comparisons, r)))}</li>"
+                    for r in [*rows, *others]
                 )
                 + "</ul>"
-            )
+            )  # fmt: skip
         task_curves = [p for p in curves if p["task"] == name]
         if task_curves:
             parts.append(
@@ -336,13 +454,23 @@ def write_report(campaign: str, out: Path, settings: Settings | None = None) -> 
                     f"final {metric} per seed {name}",
                 )
             )
-    parts.append("<h2>All comparisons</h2>" + _table(
-        ["task", "metric", "a", "b", "n", "mean a", "mean b", "diff a-b [95% CI]", "test", "statistic", "p", "p (Holm)", "d_z", "P(a better)", "verdict", "note"],
-        [[c["task"], c["metric"], c["a"], c["b"], c["n"], fmt_value(c["metric"], c["mean_a"]), fmt_value(c["metric"], c["mean_b"]),
-          f"{fmt_diff(c['metric'], c['diff'])} [{fmt_diff(c['metric'], c['ci_low'])}, {fmt_diff(c['metric'], c['ci_high'])}]",
+    parts.append(
+        "<h2>All comparisons</h2><p>Confirmatory rows are Holm-adjusted together; every exploratory row within its "
+        "metric and test. The estimate and its 95% interval are the test's own: Hodges-Lehmann with the Walsh-average "
+        "interval for Wilcoxon rows, the mean difference with its t-interval for t rows (intervals are per "
+        "comparison, not simultaneous). MDD: the minimum detectable difference at 80% power (confirmatory rows).</p>"
+        + _table(
+        ["task", "metric", "a", "b", "family", "n", "failed a/b", "mean a", "mean b", "estimate a-b [95% CI]", "test",
+         "statistic", "p", "p (Holm)", "MDD", "d_z", "P(a better)", "verdict", "note"],
+        [[c["task"], c["metric"], c["a"], c["b"], c.get("family") or "exploratory", c["n"],
+          f"{c.get('n_failed_a') or 0}/{c.get('n_failed_b') or 0}",
+          fmt_value(c["metric"], c["mean_a"]), fmt_value(c["metric"], c["mean_b"]),
+          f"{fmt_diff(c['metric'], c.get('estimate', c['diff']))} [{fmt_diff(c['metric'], c['ci_low'])}, {fmt_diff(c['metric'], c['ci_high'])}]",
           c["test"], fmt_value("x", c["statistic"]), fmt_p(c["p_value"]), fmt_p(c["p_adjusted"]),
+          fmt_diff(c["metric"], c.get("mdd")).lstrip("+"),
           fmt_value("x", c["effect_size"], 3), fmt_value("x", c["prob_improvement"], 3), c["better"], c["note"]] for c in comparisons],
     ))  # fmt: skip
+    primary_rows = headline
     parts.append("<h2>Effect sizes</h2>" + _img(plot_forest(primary_rows, staging / "forest.png"), "forest plot"))
     primary = [r for r in rankings if r["metric"] == "primary"]
     parts.append(

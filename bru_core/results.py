@@ -39,15 +39,16 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WHAT = ("summary", "evaluations", "comparisons", "rankings", "studies", "curves", "tasks", "campaigns")
 # The columns a terminal table shows (json and csv carry every column).
 BRIEF = {
-    "summary": ("task", "activation", "metric", "n", "mean", "sd", "median", "iqm", "ci_low", "ci_high"),
+    "summary": ("task", "activation", "metric", "n", "n_failed", "mean", "sd", "median", "iqm", "ci_low", "ci_high"),
     "evaluations": (
         "task",
         "activation",
         "seed",
+        "status",
         "test_error",
         "test_loss",
         "best_val_loss",
-        "error_quotient",
+        "log_error_quotient",
         "train_loss_auc",
         "epochs_to_target",
     ),
@@ -56,16 +57,15 @@ BRIEF = {
         "metric",
         "a",
         "b",
+        "family",
         "n",
-        "mean_a",
-        "mean_b",
-        "diff",
+        "estimate",
         "ci_low",
         "ci_high",
         "test",
         "p_value",
         "p_adjusted",
-        "effect_size",
+        "mdd",
         "better",
     ),
     "rankings": (
@@ -148,7 +148,8 @@ class Evaluation(Base):
     test_error: Mapped[float | None] = mapped_column(Float)
     test_loss: Mapped[float | None] = mapped_column(Float)
     best_val_loss: Mapped[float | None] = mapped_column(Float)
-    error_quotient: Mapped[float | None] = mapped_column(Float)
+    error_quotient: Mapped[float | None] = mapped_column(Float)  # test / train loss, as logged (not analysed)
+    log_error_quotient: Mapped[float | None] = mapped_column(Float)  # ln(test / max(train, floor)): analysed
     train_loss_auc: Mapped[float | None] = mapped_column(Float)
     epochs_to_target: Mapped[float | None] = mapped_column(Float)
     val_error: Mapped[float | None] = mapped_column(Float)
@@ -156,6 +157,8 @@ class Evaluation(Base):
     train_loss: Mapped[float | None] = mapped_column(Float)
     epochs: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20), default="finished")  # finished | diverged (metrics empty)
+    failure: Mapped[str | None] = mapped_column(Text)  # why it diverged
 
 
 class SummaryRow(Base):
@@ -166,12 +169,14 @@ class SummaryRow(Base):
     activation: Mapped[str] = mapped_column(String(100))
     metric: Mapped[str] = mapped_column(String(40))
     lower_is_better: Mapped[bool] = mapped_column(Boolean)
-    n: Mapped[int] = mapped_column(Integer)
-    mean: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)  # finite values
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)  # diverged seeds: not in n, mean or CI
+    n_censored: Mapped[int] = mapped_column(Integer, default=0)  # epochs_to_target: seeds that never reached it
+    mean: Mapped[float | None] = mapped_column(Float)  # None when every seed failed
     sd: Mapped[float | None] = mapped_column(Float)
-    median: Mapped[float] = mapped_column(Float)
-    iqm: Mapped[float] = mapped_column(Float)
-    ci_low: Mapped[float | None] = mapped_column(Float)
+    median: Mapped[float | None] = mapped_column(Float)
+    iqm: Mapped[float | None] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)  # 95% t-interval of the mean
     ci_high: Mapped[float | None] = mapped_column(Float)
 
 
@@ -183,16 +188,21 @@ class ComparisonRow(Base):
     metric: Mapped[str] = mapped_column(String(40))
     a: Mapped[str] = mapped_column(String(100))
     b: Mapped[str] = mapped_column(String(100))
-    n: Mapped[int] = mapped_column(Integer)
-    mean_a: Mapped[float | None] = mapped_column(Float)
+    family: Mapped[str] = mapped_column(String(20), default="exploratory")  # confirmatory | exploratory
+    n: Mapped[int] = mapped_column(Integer)  # seeds both have, failures included
+    n_failed_a: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed_b: Mapped[int] = mapped_column(Integer, default=0)
+    mean_a: Mapped[float | None] = mapped_column(Float)  # over the pairs where neither failed
     mean_b: Mapped[float | None] = mapped_column(Float)
-    diff: Mapped[float | None] = mapped_column(Float)  # mean_a - mean_b over the paired seeds
-    ci_low: Mapped[float | None] = mapped_column(Float)
+    diff: Mapped[float | None] = mapped_column(Float)  # mean_a - mean_b
+    estimate: Mapped[float | None] = mapped_column(Float)  # the test's own: Hodges-Lehmann (Wilcoxon), mean (t)
+    ci_low: Mapped[float | None] = mapped_column(Float)  # 95% interval of the estimate, inverting the same test
     ci_high: Mapped[float | None] = mapped_column(Float)
     test: Mapped[str] = mapped_column(String(40))
     statistic: Mapped[float | None] = mapped_column(Float)
     p_value: Mapped[float | None] = mapped_column(Float)
-    p_adjusted: Mapped[float | None] = mapped_column(Float)  # Holm, over the campaign's rows of the same test
+    p_adjusted: Mapped[float | None] = mapped_column(Float)  # Holm, within the row's family
+    mdd: Mapped[float | None] = mapped_column(Float)  # confirmatory: minimum detectable difference at 80% power
     effect_size: Mapped[float | None] = mapped_column(Float)
     effect_size_kind: Mapped[str] = mapped_column(String(20))
     better: Mapped[str] = mapped_column(String(20))  # better | worse | no difference | not tested (a against b)

@@ -9,7 +9,6 @@ same order (a paired design).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +25,7 @@ from bru_core.data import Data, Split, load_data
 from bru_core.errors import ConfigError, NonFiniteLossError
 from bru_core.models import build_model, model_kind, parameter_count
 from bru_core.settings import get_settings
+from bru_core.stats import TRAIN_LOSS_FLOOR
 
 EVAL_BATCH_SIZE = 1024
 
@@ -279,7 +279,9 @@ class Trainer:
             final[f"{name}_loss"], final[f"{name}_error"] = self.evaluate(split)
         if include_test:
             train_loss, test_loss = final["train_loss"], final["test_loss"]
-            final["error_quotient"] = test_loss / train_loss if train_loss else math.inf
+            # floored like the statistics' log error quotient: never infinite for a network
+            # that fits its training set to float32 rounding
+            final["error_quotient"] = test_loss / max(train_loss, TRAIN_LOSS_FLOOR)
         return final
 
 

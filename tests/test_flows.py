@@ -106,7 +106,7 @@ def test_campaign_run_in_process_end_to_end_and_again(tmp_path):
     env["BRU_HOME"] = str(tmp_path / "home")
     first = _bru("campaign", "run", SMOKE, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "eru:2 vs relu on digits/mlp4: test error" in first.stdout
+    assert "eru:2 vs relu on digits/mlp4 (exploratory): test error" in first.stdout
     assert "report: " in first.stdout and "bru ui" in first.stdout
     counts = _counts(tmp_path / "home")
     assert EXPECTED_SMOKE.items() <= counts.items(), counts
@@ -198,7 +198,7 @@ def test_campaign_run_with_missing_data_is_one_line(tmp_path):
     spec = tmp_path / "mnist.yaml"
     spec.write_text(
         "name: m\ntasks: [{dataset: mnist, model: mlp4, epochs: 1}]\nactivations: [relu]\n"
-        "search: {trials: 1, space: {lr: {low: 0.01, high: 0.02}}}\n"
+        "search: {trials: 1, space: {lr: {low: 0.01, high: 0.02}}}\ncompare: {exploratory: true}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["BRU_HOME"] = str(tmp_path / "home")

@@ -18,7 +18,7 @@ FLOORS = {
     "config": 4,
     "training": 5, "spec": 5,
     "search": 6, "aggregate": 6,
-    "bench": 7, "plots": 7,
+    "bench": 7, "plots": 7, "power": 7,
     "cli": 9, "__main__": 10, "__init__": -1,
 }  # fmt: skip
 

@@ -1,7 +1,10 @@
 """Evidence end to end: search -> aggregate -> results database -> bru results / report.
 
 One small real campaign (2 tasks x 3 activations x 3 seeds) is searched once per module;
-the tests aggregate it, query it, recompute its p-values with scipy, and render the report."""
+the tests aggregate it, query it, recompute its p-values with scipy, and render the report.
+Its confirmatory test is the paired t-test (3 seeds cannot give an exact signed-rank p below
+0.25), so both families are exercised. A repeat that diverges is recorded, never retrained,
+and counted as a failure; an old results database upgrades in place."""
 
 from __future__ import annotations
 
@@ -39,8 +42,8 @@ SPEC = {
         "pruner": "none",
         "space": {"lr": {"low": 0.01, "high": 0.05, "log": True}},
     },
-    "repeats": {"seeds": [0, 1, 2]},
-    "compare": {"reference": ["relu"]},
+    "repeats": {"seeds": [1, 2, 3]},
+    "compare": {"reference": ["relu"], "test": "t"},
 }
 
 
@@ -76,17 +79,31 @@ def _png_ok(path: Path) -> None:
 # --------------------------------------------------------------------------- aggregate
 
 
+def _scipy_signed_rank_p(d: np.ndarray) -> float:
+    nonzero = d[d != 0]
+    if nonzero.size <= 1:  # one sign flip of one difference: p = 2 * 1/2
+        return 1.0
+    if np.unique(np.abs(nonzero)).size == nonzero.size == d.size:
+        return float(sps.wilcoxon(d, method="exact").pvalue)
+    return float(sps.wilcoxon(nonzero, method=sps.PermutationMethod(n_resamples=np.inf)).pvalue)
+
+
 @pytest.mark.slow
 def test_aggregate_writes_every_table_and_the_p_values_are_scipys(settings):
     result = aggregate("ev", settings)
-    assert result.evaluations == 2 * 3 * 3 and result.missing == []
+    assert result.evaluations == 2 * 3 * 3 and result.missing == [] and result.failed == 0
     evaluations = load("evaluations", "ev")
     comparisons = load("comparisons", "ev")
     assert set(evaluations.columns) >= {"campaign", "task", "activation", "seed", "mlflow_run_id", "test_error", "test_loss",
-                                        "best_val_loss", "error_quotient", "train_loss_auc", "epochs_to_target"}  # fmt: skip
-    assert set(comparisons.columns) >= {"campaign", "task", "metric", "a", "b", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
-                                        "test", "statistic", "p_value", "p_adjusted", "effect_size", "effect_size_kind", "better"}  # fmt: skip
-    # every comparison's p-value recomputed from the evaluations with scipy, paired by seed
+                                        "best_val_loss", "error_quotient", "log_error_quotient", "train_loss_auc",
+                                        "epochs_to_target", "status", "failure"}  # fmt: skip
+    assert set(comparisons.columns) >= {"campaign", "task", "metric", "a", "b", "family", "n", "n_failed_a", "n_failed_b",
+                                        "mean_a", "mean_b", "diff", "estimate", "ci_low", "ci_high", "test", "statistic",
+                                        "p_value", "p_adjusted", "mdd", "effect_size", "effect_size_kind", "better"}  # fmt: skip
+    assert (evaluations.status == "finished").all()
+    expected_log_eq = np.log(evaluations.test_loss / evaluations.train_loss.clip(lower=1e-6))
+    assert np.allclose(evaluations.log_error_quotient, expected_log_eq)
+    # every comparison's p-value and estimate recomputed from the evaluations, paired by seed
     for row in comparisons.itertuples():
         a = evaluations[(evaluations.task == row.task) & (evaluations.activation == row.a)].set_index("seed")[
             row.metric
@@ -96,21 +113,36 @@ def test_aggregate_writes_every_table_and_the_p_values_are_scipys(settings):
         ]
         seeds = sorted(set(a.index) & set(b.index))
         x, y = a[seeds].to_numpy(float), b[seeds].to_numpy(float)
+        d = x - y
         assert row.n == 3 and row.diff == pytest.approx(x.mean() - y.mean())
         if row.test.startswith("wilcoxon"):
-            d = x - y
-            expected = 1.0 if np.all(d == 0) else sps.wilcoxon(d).pvalue
-            assert row.p_value == pytest.approx(expected)
+            assert row.p_value == pytest.approx(_scipy_signed_rank_p(d))
+            walsh = [(d[i] + d[j]) / 2 for i in range(3) for j in range(i, 3)]
+            assert row.estimate == pytest.approx(np.median(walsh))
         elif row.test == "paired_t" and row.statistic is not None:
             assert row.p_value == pytest.approx(sps.ttest_rel(x, y).pvalue)
-    # Holm within each test family, over the whole campaign
-    for family in ("wilcoxon", "paired_t"):
-        rows = comparisons[comparisons.test.str.startswith(family)]
-        p = np.sort(rows.p_value.to_numpy())
+            assert row.estimate == pytest.approx(d.mean())
+    # the declared families: the confirmatory one is the t rows of test error, candidate vs reference
+    confirmatory = comparisons[comparisons.family == "confirmatory"]
+    assert set(confirmatory.test) == {"paired_t"} and set(confirmatory.metric) == {"test_error"}
+    assert sorted(zip(confirmatory.task, confirmatory.a, strict=True)) == sorted(
+        (t, a) for t in ("digits/mlp4", "digits/lenet5") for a in ("elu", "eru:2")
+    )
+    assert confirmatory.mdd.notna().all() and (confirmatory.mdd > 0).all()
+    assert comparisons[comparisons.family == "exploratory"].mdd.isna().all()
+    # Holm within each family: confirmatory together, exploratory per metric and test
+    kind = comparisons.test.map(lambda t: "t" if t == "paired_t" else "wilcoxon")
+    for _, rows in comparisons.assign(kind=kind).groupby(["family", "metric", "kind"]):
+        if rows.family.iloc[0] == "confirmatory":
+            rows = comparisons[comparisons.family == "confirmatory"]
+        tested = rows[rows.p_value.notna()]
+        p = np.sort(tested.p_value.to_numpy())
         m = len(p)
         expected = np.minimum(1, np.maximum.accumulate([(m - i) * p[i] for i in range(m)]))
-        assert np.allclose(np.sort(rows.p_adjusted.to_numpy()), expected)
-    assert set(comparisons.better) <= {"better", "worse", "no difference"}
+        assert np.allclose(np.sort(tested.p_adjusted.to_numpy()), expected)
+    assert set(comparisons.better) <= {"better", "worse", "no difference", "not tested"}
+    # epochs to target is censored: ranks only, no t-test
+    assert set(comparisons[comparisons.metric == "epochs_to_target"].test) <= {"wilcoxon_exact"}
     rankings = load("rankings", "ev")
     primary = rankings[rankings.metric == "primary"]
     assert sorted(primary.activation) == ["elu", "eru:2", "relu"] and (primary.n_tasks == 2).all()
@@ -119,6 +151,7 @@ def test_aggregate_writes_every_table_and_the_p_values_are_scipys(settings):
     summary = load("summary", "ev")
     assert (
         (summary.n == 3).all()
+        and (summary.n_failed == 0).all()
         and (summary.ci_low <= summary["mean"] + 1e-12).all()
         and (summary["mean"] <= summary.ci_high + 1e-12).all()
     )
@@ -138,7 +171,7 @@ def test_reaggregating_replaces_rows_and_never_duplicates(settings):
     before = load("comparisons", "ev")
     aggregate("ev", settings, report=False)
     assert {what: len(load(what, "ev")) for what in first} == first
-    assert load("comparisons", "ev").drop(columns=[]).equals(before)  # seeded bootstrap: identical numbers
+    assert load("comparisons", "ev").equals(before)  # no resampling anywhere: identical numbers
     assert load("campaigns")["name"].tolist() == ["ev"]
 
 
@@ -155,9 +188,12 @@ def test_report_has_every_plot_and_a_sentence_per_pair(settings, tmp_path):
     page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6  # self-contained
     assert "Search: 2 trials per activation" in page and "validation split" in page
-    for pair in ("elu vs relu on digits/mlp4: test error", "eru:2 vs relu on digits/lenet5: test error"):
+    for pair in ("elu vs relu on digits/mlp4 (confirmatory): test error",
+                 "eru:2 vs relu on digits/lenet5 (confirmatory): test error",
+                 "eru:2 vs relu on digits/lenet5 (exploratory): test error"):  # fmt: skip
         assert pair in page
-    assert "Holm-adjusted p = " in page
+    assert "Holm-adjusted p = " in page and "over 4 comparisons" in page
+    assert "Confirmatory comparisons" in page and "Repeats" in page
 
 
 @pytest.mark.slow
@@ -180,6 +216,7 @@ def test_bru_results_json_csv_and_table(settings, capsys):
     assert main(["results", "--campaign", "ev", "--what", "comparisons", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rows and all(r["diff"] == pytest.approx(r["mean_a"] - r["mean_b"]) for r in rows)
+    assert {r["family"] for r in rows} == {"confirmatory", "exploratory"}
     assert (
         main(["results", "--campaign", "ev", "--what", "evaluations", "--task", "digits/mlp4", "--format", "json"]) == 0
     )
@@ -233,7 +270,8 @@ def test_one_seed_says_why_no_test_was_run(bru_home):
             "name": "oneseed",
             "tasks": SPEC["tasks"][:1],
             "activations": ["relu", "eru:2"],
-            "repeats": {"seeds": [0]},
+            "repeats": {"seeds": [1]},
+            "compare": {"reference": ["relu"], "exploratory": True},
         }
     )
     settings = get_settings()
@@ -253,7 +291,7 @@ def test_a_changed_spec_under_the_same_name_is_refused(bru_home):
     settings = get_settings()
     with Tracker(settings) as tracker:
         tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
-        changed = parse_spec({**SPEC, "name": "changing", "repeats": {"seeds": [0, 1]}})
+        changed = parse_spec({**SPEC, "name": "changing", "repeats": {"seeds": [1, 2]}})
         with pytest.raises(TrackingError, match="was started with a different spec"):
             tracker.record_campaign(changed.name, changed.model_dump(mode="json"), changed.protocol())
         same = parse_spec({**SPEC, "name": "changing", "description": "only the words changed"})
@@ -335,3 +373,109 @@ def test_unknown_campaign_in_the_store(tmp_path):
 def test_comparison_pairs_each_once():
     pairs = comparison_pairs(["relu", "elu", "eru:2", "oru:3"], ["relu", "elu"])
     assert pairs == [("elu", "relu"), ("eru:2", "relu"), ("oru:3", "relu"), ("eru:2", "elu"), ("oru:3", "elu")]
+
+
+# --------------------------------------------------------------------------- failures are outcomes
+
+
+@pytest.mark.slow
+def test_a_diverged_repeat_is_recorded_never_retrained_and_counted(bru_home, monkeypatch):
+    """Seed 2 of eru:2 diverges: its run is FAILED with state=diverged, a rerun keeps it,
+    and the aggregation ranks it as eru:2's worst outcome instead of judging eru:2 on its
+    survivors (issue 13, item 5)."""
+    import bru_core.search as search
+    from bru_core.errors import NonFiniteLossError
+
+    spec = parse_spec({
+        **SPEC, "name": "diverging", "tasks": SPEC["tasks"][:1], "activations": ["relu", "eru:2"],
+        "repeats": {"seeds": [1, 2, 3]}, "compare": {"reference": ["relu"], "test": "t"},
+    })  # fmt: skip
+    settings = get_settings()
+    real_train = search.train
+    calls: list[tuple[str, int]] = []
+
+    def train(config, **kwargs):
+        calls.append((config.activation, config.seed))
+        if config.activation == "eru:2" and config.seed == 2 and kwargs.get("evaluate_test", True):  # a repeat
+            raise NonFiniteLossError(1, 7, float("nan"))
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(search, "train", train)
+    for activation in spec.labels:
+        run_study(spec, "digits/mlp4", activation, settings=settings)
+    results = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings)
+    assert [(r.seed, r.status) for r in results] == [(1, "finished"), (2, "diverged"), (3, "finished")]
+    assert "non-finite training loss" in results[1].failure
+    calls.clear()
+    again = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings)
+    assert calls == [] and all(r.reused for r in again) and again[1].status == "diverged"
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings)
+    client = MlflowClient(settings.tracking)
+    run = client.get_run(results[1].mlflow_run_id)
+    assert run.info.status == "FAILED" and run.data.tags["bru.state"] == "diverged"
+
+    result = aggregate("diverging", settings)
+    assert result.failed == 1 and result.evaluations == 6
+    evaluations = load("evaluations", "diverging")
+    failed = evaluations[evaluations.status == "diverged"]
+    assert list(zip(failed.activation, failed.seed, strict=True)) == [("eru:2", 2)]
+    assert failed.test_error.isna().all() and failed.failure.str.contains("non-finite").all()
+    summary = load("summary", "diverging", metric="test_error").set_index("activation")
+    assert (summary.loc["eru:2", "n"], summary.loc["eru:2", "n_failed"]) == (2, 1)
+    rows = load("comparisons", "diverging", metric="test_error").set_index("test")
+    assert (rows.n == 3).all() and (rows.n_failed_a == 1).all() and (rows.n_failed_b == 0).all()
+    # the rank test keeps the failure as eru:2's worst outcome: its largest positive difference
+    e = evaluations.set_index(["activation", "seed"]).test_error
+    d = np.array([e["eru:2", 1] - e["relu", 1], np.inf, e["eru:2", 3] - e["relu", 3]])
+    from bru_core.stats import wilcoxon
+
+    assert rows.loc["wilcoxon_exact", "p_value"] == pytest.approx(wilcoxon(d).p_value)
+    assert rows.loc["paired_t", "note"].startswith("failed (diverged) seeds: 1 of a, 0 of b")
+    page = (bru_home / "reports" / "diverging" / "report.html").read_text()
+    assert "1 of eru:2&#x27;s 3 seeds diverged" in page and "diverged seeds" in page
+
+
+# --------------------------------------------------------------------------- an older database
+
+
+def test_a_results_database_of_revision_0001_upgrades_in_place(tmp_path):
+    """Rows written before the confirmatory design read back with their new columns filled:
+    exploratory (no declared family then), finished, no failures; the estimate is the old diff."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from bru_core.results import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text(
+            "INSERT INTO campaigns (id, name, spec, protocol, tracking_uri, mlflow_experiment_id, aggregated_at, bru_version) "
+            "VALUES (1, 'old', '{\"activations\": [\"relu\"]}', 'p', 't', '1', '2026-11-30 00:00:00', '0.1.0')"
+        ))  # fmt: skip
+        connection.execute(text(
+            "INSERT INTO comparisons (campaign_id, task, metric, a, b, n, mean_a, mean_b, diff, ci_low, ci_high, test, "
+            "statistic, p_value, p_adjusted, effect_size, effect_size_kind, better, prob_improvement, lower_is_better, note) "
+            "VALUES (1, 'd/m', 'error_quotient', 'eru:2', 'relu', 8, 1.1, 1.2, -0.1, -0.2, 0.0, 'wilcoxon_exact', 3, 0.02, "
+            "0.5, -0.8, 'cohen_dz', 'no difference', 0.7, 1, '')"
+        ))  # fmt: skip
+        connection.execute(text(
+            "INSERT INTO evaluations (campaign_id, task, activation, seed, mlflow_run_id, test_error, epochs) "
+            "VALUES (1, 'd/m', 'relu', 0, 'r0', 0.1, 2)"
+        ))  # fmt: skip
+    engine.dispose()
+    _schema_matches_models(url)  # upgraded to head
+    with ResultsStore(url) as store:
+        (row,) = store.records("comparisons", "old")
+        assert (row["family"], row["estimate"], row["mdd"], row["n_failed_a"]) == ("exploratory", -0.1, None, 0)
+        (evaluation,) = store.records("evaluations", "old")
+        assert (evaluation["status"], evaluation["log_error_quotient"]) == ("finished", None)
+    # and the report of the old campaign still renders (its metric is no longer one bru analyses)
+    from bru_core.report import sentence
+
+    assert "error quotient" in sentence(row)
