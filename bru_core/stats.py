@@ -205,9 +205,9 @@ class TestResult:
 
 
 def _as_outcomes(d: np.ndarray) -> np.ndarray:
-    """Differences with failures kept as signed infinities (a finite surrogate is built
-    where one is needed)."""
-    return np.where(np.isnan(d), 0.0, d)  # both sides failed: a tie
+    """Differences as outcomes: a failure of one side stays a signed infinity (a finite
+    surrogate is built where one is needed); NaN, a failure on both sides, is a tie."""
+    return np.where(np.isnan(d), 0.0, d)
 
 
 def _surrogate(d: np.ndarray) -> tuple[np.ndarray, float]:
@@ -254,13 +254,12 @@ def walsh_interval(differences: Sequence[float], confidence: float = CONFIDENCE)
     differences. None with too few differences for that confidence (n <= 5 at 95%)."""
     d = _as_outcomes(np.asarray(differences, dtype=float))
     n = d.size
-    if n < 2 or n > EXACT_MAX_N:
-        if n > EXACT_MAX_N:  # large n: the normal approximation of the critical value
-            m = n * (n + 1) / 2
-            z = stats.norm.ppf(0.5 + confidence / 2)
-            t = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
-        else:
-            return None, None
+    if n < 2:
+        return None, None
+    if n > EXACT_MAX_N:  # the normal approximation of the critical value
+        m = n * (n + 1) / 2
+        z = stats.norm.ppf(0.5 + confidence / 2)
+        t = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
     else:
         found = _lower_critical(n, 1 - confidence)
         if found is None:
