@@ -379,7 +379,7 @@ def check(
         f"{n} studies, {n * campaign.search.trials} trials, {n * len(campaign.repeats.seeds)} repeat runs.",
         highlight=False,
     )
-    if report["family_size"]:
+    if "power" in report:
         wanted = report["seeds_for_power"]
         out.print(
             f"Power: if every confirmatory comparison had a true difference of d_z = {effect_dz:g} (the mean paired "

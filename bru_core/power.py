@@ -71,7 +71,7 @@ def check_design(spec: CampaignSpec, effect_dz: float = 1.0) -> dict[str, Any]:
         "exploratory": d.exploratory,
         "effect_dz": effect_dz,
     }
-    if d.family_size:
+    if d.family_size and not d.exploratory:  # an exploratory campaign promises no power
         power = stats.family_power(d.test, d.seeds, d.tasks, d.candidates, d.references, effect_dz, d.alpha)
         report.update(
             power=power.average,

@@ -175,3 +175,12 @@ def test_pilot_must_share_a_comparison(tmp_path):
     other = parse_spec({**PILOT_SPEC, "activations": ["elu", "oru:2"], "compare": {"reference": ["elu"]}})
     with pytest.raises(Exception, match="none of the confirmatory comparisons"):
         power.pilot(other, "pilot", 0.001)
+
+
+def test_an_exploratory_spec_promises_no_power(capsys):
+    assert main(["check", str(ROOT / "configs" / "smoke.yaml"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["exploratory"] and "power" not in report
+    assert main(["check", str(ROOT / "configs" / "smoke.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Design: exploratory" in out and "Power:" not in out
