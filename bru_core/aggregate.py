@@ -71,11 +71,6 @@ def objective_of(spec: CampaignSpec, task: str) -> str:
     return spec.task(task).objective
 
 
-def target_metric(objective: str) -> str:
-    """The validation metric that chose the hyperparameters and defines epochs-to-target."""
-    return "val_error" if objective == "classification" else "val_loss"
-
-
 def collect(tracker: Tracker, spec: CampaignSpec, on_run: Callable[[int, int], None] | None = None) -> list[RepeatRun]:
     """Every repeat run of the campaign with an outcome, with its final metrics and curves."""
     runs = tracker.repeat_outcomes(spec.name)
@@ -148,7 +143,7 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
     activations of the mean final validation metric of the finished runs."""
     by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        metric = target_metric(objective_of(spec, run.task))
+        metric = stats.validation_metric(objective_of(spec, run.task))
         if run.status == FINISHED and metric in run.final:
             by_task[run.task][run.activation].append(run.final[metric])
     targets: dict[str, float | None] = {}
@@ -165,7 +160,7 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
             evaluations.append(Evaluation(**common))
             continue
         target = targets.get(run.task)
-        curve = run.curves.get(target_metric(objective), [])
+        curve = run.curves.get(stats.validation_metric(objective), [])
         final = run.final
         evaluations.append(
             Evaluation(
@@ -194,11 +189,6 @@ def comparison_pairs(labels: list[str], references: list[str]) -> list[tuple[str
                 continue
             pairs.append((a, b))
     return pairs
-
-
-def _test_kind(name: str) -> str:
-    """The spec's name of a test (compare.test): wilcoxon or t."""
-    return "t" if name == "paired_t" else "wilcoxon"
 
 
 def _values(evaluations: list[Evaluation]) -> dict[tuple[str, str, str], dict[int, float]]:
@@ -272,7 +262,9 @@ def compute(
                 for kind, t in zip(tests, c.tests, strict=True):
                     family = (
                         CONFIRMATORY
-                        if metric == primary and (task, a, b) in confirmatory and _test_kind(kind) == spec.compare.test
+                        if metric == primary
+                        and (task, a, b) in confirmatory
+                        and stats.test_kind(kind) == spec.compare.test
                         else EXPLORATORY
                     )
                     diff = None if c.mean_a is None or c.mean_b is None else c.mean_a - c.mean_b
@@ -291,18 +283,17 @@ def compute(
                     comparisons.append(row)
     families: dict[tuple[str, ...], list[ComparisonRow]] = defaultdict(list)
     for row in comparisons:
-        key = (CONFIRMATORY,) if row.family == CONFIRMATORY else (EXPLORATORY, row.metric, _test_kind(row.test))
-        families[key].append(row)
-    for key, rows in families.items():
+        families[stats.holm_family(row.family, row.metric, row.test)].append(row)
+    for rows in families.values():
         adjusted = stats.holm([r.p_value for r in rows])
         size = sum(p is not None for p in adjusted)
         for row, p in zip(rows, adjusted, strict=True):
             row.p_adjusted = p
             row.better = stats.verdict(row.estimate, p, row.lower_is_better, alpha)
-            if key == (CONFIRMATORY,) and p is not None:
+            if row.family == CONFIRMATORY and p is not None:
                 # The difference a lone real effect needs to be found 80% of the time at
                 # Holm's first step, alpha / family size, for normal differences of the observed sd.
-                row.mdd = stats.mdd(_test_kind(row.test), row.n, spread[id(row)], alpha / size)
+                row.mdd = stats.mdd(stats.test_kind(row.test), row.n, spread[id(row)], alpha / size)
     return summaries, comparisons, _rankings(spec, summaries)
 
 
@@ -355,7 +346,7 @@ def aggregate(
         summaries, comparisons, rankings = compute(spec, evaluations)
         tasks = [
             Task(task=t.name, dataset=t.dataset, model=t.model, objective=t.objective, epochs=t.epochs,
-                 primary_metric=spec.primary_metric(t.name), target_metric=target_metric(t.objective),
+                 primary_metric=spec.primary_metric(t.name), target_metric=stats.validation_metric(t.objective),
                  target=targets.get(t.name))
             for t in spec.tasks
         ]  # fmt: skip

@@ -23,7 +23,7 @@ from scipy import stats as sps
 from bru_core.errors import BruError
 from bru_core.results import ResultsStore
 from bru_core.settings import Settings, get_settings
-from bru_core.stats import ALPHA, METRICS, TRAIN_LOSS_FLOOR, MetricInfo
+from bru_core.stats import ALPHA, METRICS, TRAIN_LOSS_FLOOR, MetricInfo, holm_family
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 
@@ -263,9 +263,7 @@ def family_size(comparisons: list[dict[str, Any]], row: dict[str, Any]) -> int:
     """How many tested rows share the row's Holm family (the aggregation's grouping)."""
 
     def key(r: dict[str, Any]) -> tuple[str, ...]:
-        if r.get("family") == "confirmatory":
-            return ("confirmatory",)
-        return ("exploratory", r["metric"], "t" if r["test"] == "paired_t" else "wilcoxon")
+        return holm_family(r.get("family") or "exploratory", r["metric"], r["test"])
 
     return sum(1 for r in comparisons if key(r) == key(row) and r["p_adjusted"] is not None)
 

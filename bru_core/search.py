@@ -41,6 +41,7 @@ from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
 from bru_core.results import check_reachable as check_results_reachable
 from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.spec import CampaignSpec, ParamSpec
+from bru_core.stats import validation_metric
 from bru_core.tracking import DIVERGED, RunLogger, Tracker, check_server, run_slug
 from bru_core.training import History, prepare_data, resolve_device, train
 
@@ -50,10 +51,6 @@ _RETRIES = 1
 
 class _Excess(Exception):
     """A trial asked after the budget was already taken (by this or another worker)."""
-
-
-def objective_metric(objective: str) -> str:
-    return "val_loss" if objective == "reconstruction" else "val_error"
 
 
 # --------------------------------------------------------------------------- storage, study
@@ -184,7 +181,7 @@ def open_study(spec: CampaignSpec, task: str, activation: str, settings: Setting
     with _quiet_optuna():  # "a new study created" / "using an existing study" at INFO
         study = _create_study(spec, task, activation, settings)
     with _no_experimental_warnings():
-        study.set_metric_names([objective_metric(spec.task(task).objective)])
+        study.set_metric_names([validation_metric(spec.task(task).objective)])
     return study
 
 
@@ -354,7 +351,7 @@ class StudySession:
         self._data: dict[str, Data] = {}
         if data is not None:
             self._data[str(data.device)] = data
-        self.metric = objective_metric(spec.task(self.task).objective)
+        self.metric = validation_metric(spec.task(self.task).objective)
         self.tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
         self.study = open_study(spec, self.task, self.activation, self.settings)
         self.parent = self.tracker.study_run(spec.name, self.task, self.activation, self.study.study_name)
@@ -724,7 +721,7 @@ def _register_best(
 ) -> None:
     """Register the model of the seed with the best validation metric (never the test set);
     a diverged seed has no model."""
-    metric = objective_metric(spec.task(task).objective)
+    metric = validation_metric(spec.task(task).objective)
     results = [r for r in results if r.status != DIVERGED]
     if not results:
         return

@@ -95,6 +95,23 @@ def primary_metric(objective: str) -> str:
     return "test_error" if objective == "classification" else "test_loss"
 
 
+def validation_metric(objective: str) -> str:
+    """The validation metric that chooses hyperparameters (a study's objective) and defines
+    epochs-to-target: validation error for classifiers, validation loss otherwise."""
+    return "val_loss" if objective == "reconstruction" else "val_error"
+
+
+def test_kind(test: str) -> str:
+    """The spec's name (compare.test) of a comparison row's test: t or wilcoxon."""
+    return "t" if test == "paired_t" else "wilcoxon"
+
+
+def holm_family(family: str, metric: str, test: str) -> tuple[str, ...]:
+    """Which Holm family a comparison row belongs to: every confirmatory row together;
+    an exploratory row with the rows of its metric and test."""
+    return (family,) if family == "confirmatory" else (family, metric, test_kind(test))
+
+
 def metrics_for(objective: str) -> list[str]:
     return [m.name for m in METRICS.values() if objective == "classification" or not m.classification_only]
 
