@@ -168,9 +168,13 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     port = free_port()
     # fsync/synchronous_commit/full_page_writes off: durability is pointless for a test cluster.
+    # max_connections 400: the whole session shares this one cluster, and a campaign under
+    # test opens several pools (Optuna's storage per study, its heartbeats, the lock, the
+    # progress view) beside the tests' own polling; the default 100 was once exhausted in CI
+    # ("sorry, too many clients already" in test_postgresql_restarted_mid_campaign).
     options = (
         f"-c listen_addresses={HOST} -p {port} -k {shlex.quote(str(root))} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
     )
     server = PostgresServer(host=HOST, port=port, user=PG_USER, data_dir=data_dir, log_path=log_path, options=options)
     started = False
