@@ -8,11 +8,16 @@ ERU and ORU come in two implementations that must agree (tests/test_activations.
   each branch evaluated on a clamped input. Slow, and autograd gets the slope at z = 0
   wrong (0 instead of r), which is why the fast path computes its own derivative.
 * ``eru`` / ``oru``: the path used in training. One autograd Function that saves one
-  tensor, as ELU does. Eager ops: the forward computes the value with in-place ops and
-  saves the input, and the backward computes the exact slope from it with differentiable
-  ops, so gradients of any order are exact. Fused kernels (bru_core.kernels): in float32
-  the output is saved, the slope from it being cheaper; in bfloat16/float16 the input,
-  because a slope from a rounded output cancels (y + 1/r) and can even come out negative.
+  tensor, as ELU does, over one of three implementations (bru_core.kernels.choose, as
+  BRU_KERNELS says): on the CPU the native op (bru_core.native, one C++ kernel each way),
+  on CUDA the compiled fused kernels (bru_core.kernels), and the eager ops here wherever
+  neither serves (float64, no compiler, BRU_KERNELS=eager). Eager ops: the forward
+  computes the value with in-place ops and saves the input, and the backward computes
+  the exact slope from it with differentiable ops, so gradients of any order are exact.
+  Native op and fused kernels: in float32 the output is saved, the slope from it being
+  cheaper; in bfloat16/float16 the input, because a slope from a rounded output cancels
+  (y + 1/r) and can even come out negative. A double backward (create_graph=True) takes
+  the differentiable eager slope on every path.
 * bfloat16 and float16 are computed in float32 and rounded once on both paths, value and
   gradient. Op by op in bf16 even the exponent r log2(e) z is rounded to 8 bits: at
   z = -20 with r = 3 (86.6) by up to 0.25, a factor 2^0.25 (19%) on the result.
@@ -156,19 +161,20 @@ def _eager_gradient(family: str, z: Tensor, grad: Tensor, r: float) -> Tensor:
 class _RadixFunction(torch.autograd.Function):
     """value(z) forward; grad * slope backward; one saved tensor, as ELU.
 
-    Eager: saves the input and recomputes the slope from it. Fused (bru_core.kernels):
-    one kernel each way; in float32 it saves the output, from which the slope is cheaper
-    (ELU's way); in bfloat16/float16 the input, because the slope from a rounded output
-    cancels. The input is the same size, but where the next layer saves the output anyway
-    (a Linear does) it is one more tensor kept, as on the eager path. A double backward
-    (create_graph=True) takes differentiable eager ops on either path."""
+    Eager: saves the input and recomputes the slope from it. Native op and fused kernels
+    (bru_core.native, bru_core.kernels): one kernel each way; in float32 it saves the
+    output, from which the slope is cheaper (ELU's way); in bfloat16/float16 the input,
+    because the slope from a rounded output cancels. The input is the same size, but
+    where the next layer saves the output anyway (a Linear does) it is one more tensor
+    kept, as on the eager path. A double backward (create_graph=True) takes
+    differentiable eager ops on every path."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, r: float, family: str, fused: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, z: Tensor, r: float, family: str, path: kernels.KernelPath) -> Tensor:  # type: ignore[override]
         ctx.r, ctx.family = r, family
-        value = kernels.forward(family, z, r) if fused else None
-        ctx.fused = value is not None
-        ctx.from_output = ctx.fused and z.dtype not in kernels.LOW_PRECISION
+        value = _kernel_value(family, z, r, path)
+        ctx.kernel = path if value is not None else None
+        ctx.from_output = ctx.kernel is not None and z.dtype not in kernels.LOW_PRECISION
         if value is None:
             value = _eager_value(family, z, r)
         ctx.save_for_backward(value if ctx.from_output else z)
@@ -177,9 +183,8 @@ class _RadixFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (saved,) = ctx.saved_tensors
-        if ctx.fused and not torch.is_grad_enabled():  # create_graph=True needs differentiable ops
-            fused_backward = kernels.backward if ctx.from_output else kernels.backward_from_input
-            grad = fused_backward(ctx.family, saved, grad_output, ctx.r)
+        if ctx.kernel is not None and not torch.is_grad_enabled():  # create_graph=True needs differentiable ops
+            grad = _kernel_gradient(ctx.kernel, ctx.family, saved, grad_output, ctx.r, ctx.from_output)
             if grad is not None:
                 return grad, None, None, None
         if ctx.from_output:
@@ -187,21 +192,49 @@ class _RadixFunction(torch.autograd.Function):
         return _eager_gradient(ctx.family, saved, grad_output, ctx.r), None, None, None
 
 
+def _kernel_value(family: str, z: Tensor, r: float, path: kernels.KernelPath) -> Tensor | None:
+    """f(z) by the native op or the fused kernels; None for the eager path (or a failed build)."""
+    if path == "native":
+        return kernels.native_forward(family, z, r)
+    return kernels.forward(family, z, r) if path == "fused" else None
+
+
+def _kernel_gradient(
+    path: kernels.KernelPath, family: str, saved: Tensor, grad: Tensor, r: float, from_output: bool
+) -> Tensor | None:
+    if path == "native":
+        if from_output:
+            return kernels.native_backward(family, saved, grad, r)
+        return kernels.native_backward_from_input(family, saved, grad.to(saved.dtype), r)
+    fused_backward = kernels.backward if from_output else kernels.backward_from_input
+    return fused_backward(family, saved, grad, r)
+
+
 def _radix_unit(family: str, z: Tensor, r: float, fused: bool | None) -> Tensor:
+    return radix_unit(family, z, r, None if fused is None else "fused" if fused else "eager")
+
+
+def radix_unit(family: str, z: Tensor, r: float, path: kernels.KernelPath | None = None) -> Tensor:
+    """ERU or ORU (``family``) of z on one path: None as BRU_KERNELS says, or "native",
+    "fused" or "eager" forced (benchmarks compare them; "native" fails loudly where the
+    op cannot be built)."""
     r = _check_radix(r)
-    if fused is None:
-        fused = kernels.use_fused(z)
+    if path is None:
+        path = kernels.choose(z)
+    elif path == "native":
+        kernels.require_native()
     if z.requires_grad and torch.is_grad_enabled():
-        return _RadixFunction.apply(z, r, family, fused)
-    value = kernels.forward(family, z, r) if fused else None
+        return _RadixFunction.apply(z, r, family, path)
+    value = _kernel_value(family, z, r, path)
     return value if value is not None else _eager_value(family, z, r)
 
 
 def eru(z: Tensor, r: float = DEFAULT_RADIX, fused: bool | None = None) -> Tensor:
     """Exponential root unit (fast path; gradients of any order).
 
-    ``fused``: None picks the fused kernels where they are available (bru_core.kernels,
-    BRU_KERNELS), False forces the eager ops."""
+    ``fused``: None picks the path as BRU_KERNELS says (bru_core.kernels.choose: the native
+    op on the CPU, the fused kernels on CUDA, where available), True forces the compiled
+    fused kernels (bru_core.kernels, torch.compile), False the eager ops."""
     return _radix_unit("eru", z, r, fused)
 
 
@@ -234,11 +267,14 @@ class ORU(_RadixUnit):
 
 
 def warm_up_kernels(model: nn.Module, device: torch.device | str, dtypes: Sequence[torch.dtype]) -> bool:
-    """Build the fused kernels every ERU/ORU of ``model`` will use, before anything is
-    timed (the first build on a machine takes seconds). True if they are in use."""
-    if torch.device(device).type == "cpu" and kernels.kernel_mode() != "fused":
-        return False  # on the CPU only large tensors take them: built at the first one
+    """Build the kernels every ERU/ORU of ``model`` will use, before anything is timed
+    (the first build on a machine takes seconds: about 20 s for the native CPU op). True
+    if the native op or the fused kernels are in use."""
     units = {(type(m).__name__.lower(), m.radix) for m in model.modules() if isinstance(m, _RadixUnit)}
+    if torch.device(device).type == "cpu" and kernels.kernel_mode() != "fused":
+        # the native op, one library for every radix; without it the compiled kernels are
+        # built at the first large tensor
+        return bool(units) and kernels.warm_up_native()
     used = False
     for family, radix in sorted(units):
         for dtype in dtypes:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from bru_core.activations import ERU, ORU, eru, eru_reference, oru, oru_reference, parse_activation
+from bru_core.activations import ERU, ORU, eru, eru_reference, oru, oru_reference, parse_activation, radix_unit
 from bru_core.config import TrainConfig
 from bru_core.data import synthetic_data
 from bru_core.models import MODELS, parameter_count
@@ -78,7 +78,8 @@ class ActivationTiming:
     activation: str
     # eager: torch's own kernel (ELU, ReLU, copy) or PAPER.md's formula as eager ops;
     # compiled: torch.compile of that formula; inplace: bru_core's eager autograd Function;
-    # fused: bru_core.kernels (one generated kernel each way)
+    # fused: bru_core.kernels (one generated kernel each way); native: bru_core.native
+    # (one C++ op each way, what the CPU takes by default)
     path: str
     device: str
     dtype: str
@@ -89,7 +90,7 @@ class ActivationTiming:
     copy_fraction: float  # gbps over a device-to-device copy's measured bandwidth
 
 
-ACTIVATION_PATHS = ("eager", "compiled", "inplace", "fused")
+ACTIVATION_PATHS = ("eager", "compiled", "inplace", "fused", "native")
 
 
 def _activation_fn(spec: str, path: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -106,6 +107,8 @@ def _activation_fn(spec: str, path: str) -> Callable[[torch.Tensor], torch.Tenso
         return lambda z: fast(z, r, fused=False)
     if path == "fused":
         return lambda z: fast(z, r, fused=True)
+    if path == "native":
+        return lambda z: radix_unit(parsed.name, z, r, "native")
     raise ValueError(f"path: must be one of {', '.join(ACTIVATION_PATHS)}, got {path!r}")
 
 
@@ -146,6 +149,8 @@ def bench_activations(
     contenders = {("elu", "eager"): _activation_fn("elu", "eager"), ("relu", "eager"): _activation_fn("relu", "eager")}
     for spec in specs:
         for path in paths:
+            if path == "native" and dev.type != "cpu":
+                continue  # a CPU op: CUDA takes the fused kernels
             contenders[(spec, path)] = _activation_fn(spec, path)
     runs: dict[tuple[str, str], Callable[[], float]] = {key: timer(fn) for key, fn in contenders.items()}
     runs[("copy", "eager")] = copy
@@ -220,7 +225,7 @@ def bench_accuracy(radii: Iterable[float] = (0.5, 1.0, 1.5, 2.0, 3.0, 7.5)) -> l
 @dataclass
 class EpochTiming:
     activation: str
-    path: str  # torch (ReLU, ELU); auto (bru's default choice), fused, inplace; eager (PAPER.md's formula)
+    path: str  # torch (ReLU, ELU); auto (bru's default choice), native, fused, inplace; eager (PAPER.md's formula)
     model: str
     dataset: str
     seconds: float
@@ -229,8 +234,8 @@ class EpochTiming:
 
 
 def _swap_radix_units(trainer: Trainer, path: str) -> None:
-    """Make the model's ERU/ORU modules run one path: fused or inplace (bru_core's kernels
-    or eager ops, forced) or eager (PAPER.md's where/pow/exp composition); "auto" leaves
+    """Make the model's ERU/ORU modules run one path: native, fused or inplace (bru_core's
+    C++ op, compiled kernels or eager ops, forced) or eager (PAPER.md's where/pow/exp composition); "auto" leaves
     bru_core's own choice."""
     for module in trainer.model.modules():
         if isinstance(module, (ERU, ORU)) and path != "auto":
@@ -238,8 +243,9 @@ def _swap_radix_units(trainer: Trainer, path: str) -> None:
                 formula = eru_reference if isinstance(module, ERU) else oru_reference
                 module.forward = lambda z, r=module.radix, f=formula: f(z, r)  # type: ignore[method-assign]
             else:
-                fast, fused = (eru if isinstance(module, ERU) else oru), path == "fused"
-                module.forward = lambda z, r=module.radix, f=fast, k=fused: f(z, r, fused=k)  # type: ignore[method-assign]
+                family = "eru" if isinstance(module, ERU) else "oru"
+                forced = "eager" if path == "inplace" else path
+                module.forward = lambda z, r=module.radix, f=family, p=forced: radix_unit(f, z, r, p)  # type: ignore[method-assign]
 
 
 def bench_epochs(
@@ -249,7 +255,7 @@ def bench_epochs(
     rounds: int = 15,
     batch_size: int = 128,
     device: str = "cpu",
-    paths: Iterable[str] = ("auto", "fused", "inplace", "eager"),
+    paths: Iterable[str] = ("auto", "native", "fused", "inplace", "eager"),
 ) -> list[EpochTiming]:
     """Seconds of one training epoch per activation and path (training only, no
     evaluation); torch's own activations have the one path "torch"."""
@@ -261,6 +267,8 @@ def bench_epochs(
             dataset=dataset, model=model, activation=act, batch_size=batch_size, lr=0.01, device=device
         )
         for path in paths if parse_activation(act).is_radix_family else ["torch"]:
+            if path == "native" and resolve_device(device).type != "cpu":
+                continue  # a CPU op: CUDA takes the fused kernels
             trainer = trainers[(act, path)] = Trainer(config, data)
             data = trainer.data
             if path != "torch":

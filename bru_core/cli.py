@@ -996,8 +996,8 @@ def bench_activations_cmd(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16; a comma list times each.")] = "float32",
     activations: Annotated[str, typer.Option("--activations", "-a", help="Comma list.")] = "eru:2,eru:3,oru:2,oru:3",
     paths: Annotated[
-        str, typer.Option(help="Comma list of eager, compiled, inplace, fused.")
-    ] = "eager,compiled,inplace,fused",
+        str, typer.Option(help="Comma list of eager, compiled, inplace, fused, native.")
+    ] = "eager,compiled,inplace,fused,native",
     json_output: JsonOpt = False,
 ) -> None:
     """Forward + backward of ERU/ORU on each path against ELU and a plain copy."""

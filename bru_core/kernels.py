@@ -1,11 +1,24 @@
-"""Fused ERU/ORU kernels: one generated loop for the forward, one for the backward.
+"""Fused ERU/ORU kernels: one loop for the forward, one for the backward, and which path runs.
 
 bru_core.activations writes ERU and ORU as a chain of eager ops; on a large tensor each op
-is one more pass over memory, and on a small one each costs a dispatch. Here the same
-formulas go through ``torch.compile`` (Inductor), which fuses each direction into a single
-kernel: a vectorised C++/OpenMP loop on the CPU (needs a C++ compiler), a Triton kernel on
-CUDA. The radix is a runtime argument, so a radix search compiles nothing new; r = 2 has
-its own kernels built on sqrt/rsqrt, as in the eager path.
+is one more pass over memory, and on a small one each costs a dispatch. Two kinds of
+kernel do each direction in one loop instead:
+
+* **The native CPU op** (bru_core.native): the formulas below written once in C++ with
+  ATen's vector types, built with the machine's C++ compiler on first use and cached on
+  disk, registered as ``torch.ops.bru_native``. One op call each way, as ELU: no Python and
+  no guards inside the call, so it wins at every size, from a handful of values (where the
+  eager path pays ten dispatches) to millions (where it matches or beats the compiled
+  loop, on ATen's threads).
+* **The compiled kernels** (this module): the same formulas through ``torch.compile``
+  (Inductor), a vectorised C++/OpenMP loop on the CPU, a Triton kernel on CUDA. The radix
+  is a runtime argument, so a radix search compiles nothing new; r = 2 has its own
+  kernels built on sqrt/rsqrt, as in the eager path. On the CPU each call costs about
+  75 us of dynamo guards and wrappers, and the first call of a process loads Inductor
+  (seconds): they pay on the CPU only from ``CPU_FUSED_MIN_NUMEL`` values, and the native
+  op, where it builds, takes their place there.
+
+Both keep the design of the fused path:
 
 * The forward reads z and writes y = f(z). In float32 the backward reads y and the
   incoming gradient and writes the gradient: the only saved tensor is the output, as for
@@ -17,17 +30,29 @@ its own kernels built on sqrt/rsqrt, as in the eager path.
   (ERU, r = 3, z = -3 gave the slope -0.00195 for +0.00037). From z the slope is a
   product of powers of positive terms: never negative, within one rounding of the exact.
 * Every kernel works on the flat storage of a dense tensor (contiguous or channels_last),
-  so one compiled kernel serves every shape and layout, and low-precision inputs are
-  computed in float32 and rounded once (values and gradients alike).
-* ``BRU_KERNELS`` chooses: ``auto`` (the default: fused where a compiler is found, on
-  CUDA always and on the CPU for tensors of at least ``CPU_FUSED_MIN_NUMEL`` elements,
-  where they pay off; otherwise eager, with one warning if no compiler), ``fused`` (fused
-  for every tensor; fail loudly if they cannot be built), or ``eager``.
-  ``set_kernel_mode`` does the same from Python.
+  so one kernel serves every shape and layout, and low-precision inputs are computed in
+  float32 and rounded once (values and gradients alike).
 
-Compiling costs a few seconds per kernel the first time on a machine; Inductor keeps the
-result in its on-disk cache, so later processes load it. ``warm_up`` does that before any
-timing starts (bru_core.training calls it on CUDA, where every activation is fused).
+``BRU_KERNELS`` chooses (``choose`` applies it to a tensor; ``set_kernel_mode`` does the
+same from Python):
+
+* ``auto`` (the default): on the CPU the native op for every float32/bfloat16/float16
+  tensor; where it cannot be built (no compiler, not Linux, a failed build: one warning),
+  what ran before it: the compiled kernels from ``CPU_FUSED_MIN_NUMEL`` values, the eager
+  ops below. On CUDA the compiled (Triton) kernels always.
+* ``native``: the native op for every CPU tensor it serves; fail loudly if it cannot be
+  built. CUDA as ``auto``.
+* ``fused``: the compiled kernels for every tensor, on every device; fail loudly if they
+  cannot be built.
+* ``eager``: the eager ops everywhere.
+
+float64 takes the eager ops in every mode (the kernels compute in float32), and so does
+everything inside a user's ``torch.compile`` (the formulas fuse with the model there).
+
+Compiling costs a few seconds per kernel the first time on a machine, building the native
+op about 20 s; both are cached on disk, so later processes load them. ``warm_up`` and
+``warm_up_native`` do that before any timing starts (bru_core.activations.warm_up_kernels,
+which bru_core.training calls).
 """
 
 from __future__ import annotations
@@ -44,15 +69,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-KernelMode = Literal["auto", "fused", "eager"]
-KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
+from bru_core import native
+
+KernelMode = Literal["auto", "fused", "eager", "native"]
+KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager", "native")
+KernelPath = Literal["native", "fused", "eager"]
 # Computed in float32 and rounded once; their backward works from the input (module docstring).
 LOW_PRECISION: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 _LOG2_E = 1 / math.log(2)
 
 
 class KernelUnavailableError(RuntimeError):
-    """BRU_KERNELS=fused, and the fused kernels cannot be built on this device."""
+    """BRU_KERNELS=fused or native, and those kernels cannot be built on this device."""
 
 
 # --------------------------------------------------------------------------- formulas
@@ -193,6 +221,8 @@ _compiled: dict[tuple[str, str], tuple[Callable[..., Tensor], Callable[..., Tens
 _compiled_from_input: dict[tuple[str, str], Callable[..., Tensor]] = {}  # (family, "2" or "any")
 _constants: dict[tuple[float, torch.device], Tensor] = {}
 _broken: dict[str, str] = {}  # device type -> why the kernels could not be built there
+_native_warned = False  # the native op's one warning (or its reason, said by the compiled kernels' warning)
+_native_constants: dict[tuple[str, float], tuple[int, int, list[float]]] = {}
 _mode_override: KernelMode | None = None
 
 
@@ -215,7 +245,7 @@ def set_kernel_mode(mode: KernelMode | None) -> None:
 def _compiler_problem(device_type: str) -> str | None:
     if device_type == "cpu":
         if not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
-            return "no C++ compiler (g++, c++ or clang++) on PATH for Inductor's CPU kernels"
+            return "no C++ compiler (g++, c++ or clang++) on PATH for the CPU kernels"
         return None
     if device_type == "cuda":
         try:
@@ -265,9 +295,82 @@ def _params(r: float, device: torch.device) -> Tensor:
 CPU_FUSED_MIN_NUMEL = 65_536
 
 
+def choose(z: Tensor) -> KernelPath:
+    """Which path eru/oru take on z, as BRU_KERNELS says (module docstring): the native
+    CPU op, the compiled kernels or the eager ops."""
+    if z.device.type == "cpu" and use_native(z):
+        return "native"
+    return "fused" if use_fused(z) else "eager"
+
+
+def use_native(z: Tensor) -> bool:
+    """Whether eru/oru should run the native CPU op (bru_core.native) on z: a CPU tensor
+    of a dtype it serves, in ``auto`` or ``native`` mode, where it is loaded or builds."""
+    if z.device.type != "cpu" or z.dtype not in native.DTYPES or torch.compiler.is_compiling():
+        return False  # inside a user's torch.compile the eager formulas fuse with the model
+    mode = kernel_mode()
+    if mode == "eager" or mode == "fused":
+        return False
+    return native.forward_op is not None or _native_allowed(mode)
+
+
+def _native_allowed(mode: KernelMode) -> bool:
+    """Load (or build) the native op; if it cannot be had, say why once, or fail loudly in
+    ``native`` mode."""
+    global _native_warned
+    if native.load(lambda: _compiler_problem("cpu")):
+        return True
+    problem = native.problem() or "unknown"
+    if mode == "native":
+        raise KernelUnavailableError(f"BRU_KERNELS=native: {problem}; set BRU_KERNELS=auto or eager")
+    if not _native_warned:
+        _native_warned = True
+        if problem != _broken.get("cpu"):  # no compiler: the compiled kernels' warning has said it
+            warnings.warn(f"bru: native ERU/ORU op off on cpu: {problem}", RuntimeWarning, stacklevel=5)
+    return False
+
+
+def require_native() -> None:
+    """Load, or build, the native op, or raise KernelUnavailableError saying why."""
+    if native.forward_op is None:
+        _native_allowed("native")
+
+
+def warm_up_native() -> bool:
+    """Load, or build, the native op before anything is timed (the first build on a
+    machine takes about 20 s). True if eru/oru will use it on the CPU."""
+    mode = kernel_mode()
+    return mode in ("auto", "native") and (native.forward_op is not None or _native_allowed(mode))
+
+
+def _native_args(family: str, r: float) -> tuple[int, int, list[float]]:
+    key = (family, r)
+    found = _native_constants.get(key)
+    if found is None:
+        found = _native_constants[key] = (native.FAMILY_CODES[family], native.KIND_CODES[radix_kind(r)],
+                                          _radix_constants(r))  # fmt: skip
+    return found
+
+
+def native_forward(family: str, z: Tensor, r: float) -> Tensor:
+    """f(z) by the native op (use_native(z) said yes)."""
+    return native.forward_op(z, *_native_args(family, r))  # type: ignore[misc]
+
+
+def native_backward(family: str, y: Tensor, grad: Tensor, r: float) -> Tensor:
+    """grad * f'(z) from the native forward's float32 output y."""
+    return native.backward_from_output_op(y, grad, *_native_args(family, r))  # type: ignore[misc]
+
+
+def native_backward_from_input(family: str, z: Tensor, grad: Tensor, r: float) -> Tensor:
+    """grad * f'(z) from the input z (LOW_PRECISION), in float32 and rounded once."""
+    return native.backward_from_input_op(z, grad, *_native_args(family, r))  # type: ignore[misc]
+
+
 def use_fused(z: Tensor) -> bool:
-    """Whether eru/oru should run the fused kernels on z: where they are available and,
-    in ``auto`` mode on the CPU, where z is large enough for them to pay off."""
+    """Whether eru/oru should run the compiled kernels on z when the native op does not
+    (``choose`` asks it first): where they are available and, in ``auto`` mode on the
+    CPU, where z is large enough for them to pay off."""
     if z.device.type == "cpu" and z.numel() < CPU_FUSED_MIN_NUMEL and kernel_mode() != "fused":
         return False  # checked first: the common case of small layers stays cheap
     return z.numel() > 0 and _fused_allowed(z.device, z.dtype)
@@ -288,7 +391,8 @@ def _fused_allowed(device: torch.device, dtype: torch.dtype) -> bool:
         raise KernelUnavailableError(f"BRU_KERNELS=fused: {problem}; set BRU_KERNELS=eager or auto")
     if device.type not in _broken:
         _broken[device.type] = problem
-        warnings.warn(f"bru: fused ERU/ORU kernels off on {device.type}: {problem}", RuntimeWarning, stacklevel=4)
+        if not (device.type == "cpu" and _native_warned and problem == native.problem()):  # said already
+            warnings.warn(f"bru: fused ERU/ORU kernels off on {device.type}: {problem}", RuntimeWarning, stacklevel=4)
     return False
 
 

@@ -194,7 +194,7 @@ def test_bench_epochs_json(capsys):
     assert code == 0
     rows = json.loads(out.strip().splitlines()[-1])
     assert [r["activation"] for r in rows if r["path"] == "torch"] == ["relu", "elu"]
-    for path in ("auto", "fused", "inplace", "eager"):
+    for path in ("auto", "native", "fused", "inplace", "eager"):
         assert [r["activation"] for r in rows if r["path"] == path] == ["eru:2", "eru:3", "oru:2", "oru:3"]
     assert all(r["seconds"] > 0 for r in rows)
     assert next(r for r in rows if r["activation"] == "elu")["ratio_to_elu"] == 1
@@ -207,7 +207,7 @@ def test_bench_activations_json_fields(capsys):
     keys = {"activation", "path", "device", "dtype", "n", "ms", "ratio_to_elu", "gbps", "copy_fraction"}
     assert all(keys <= set(r) for r in rows)
     assert {(r["activation"], r["path"]) for r in rows} == {("elu", "eager"), ("relu", "eager"), ("copy", "eager")} | {
-        (a, p) for a in ("eru:3", "oru:2") for p in ("eager", "compiled", "inplace", "fused")
+        (a, p) for a in ("eru:3", "oru:2") for p in ("eager", "compiled", "inplace", "fused", "native")
     }
     assert all(r["n"] == 5000 and r["dtype"] == "float32" and r["device"] == "cpu" and r["ms"] > 0 for r in rows)
     assert next(r for r in rows if r["activation"] == "elu")["ratio_to_elu"] == 1.0
@@ -220,7 +220,7 @@ def test_bench_activations_json_fields(capsys):
         (["-a", "relu"], "--activations: 'relu' is not an ERU/ORU"),
         (["-a", "eru:0"], "--activations: activation 'eru:0': radix must be"),
         (["--dtype", "float8"], "--dtype: 'float8' is not one of"),
-        (["--paths", "turbo"], "--paths: 'turbo' is not one of eager, compiled, inplace, fused"),
+        (["--paths", "turbo"], "--paths: 'turbo' is not one of eager, compiled, inplace, fused, native"),
         (["--n", "0"], "--n and --rounds: must be at least 1"),
     ],
 )
