@@ -857,7 +857,8 @@ def deploy(
     gpus: Annotated[
         int | None,
         typer.Option(
-            help="Slots of the gpu concurrency limit: GPUs in the whole pool (default: this machine's, at least 1)."
+            help="GPUs in the whole pool: the gpu concurrency limit gets this many slots x --slots-per-gpu "
+            "(default: this machine's, at least 1)."
         ),
     ] = None,
     workdir: Annotated[
@@ -873,6 +874,14 @@ def deploy(
             help=f"Seconds without a heartbeat (one every {HEARTBEAT_SECONDS} s) before a flow run is marked Crashed."
         ),
     ] = CRASH_AFTER_SECONDS,
+    slots_per_gpu: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Trials that may share one GPU (small networks): the gpu limit gets GPUs x this many slots, and every "
+            "flow run gets it as BRU_POOL_SLOTS_PER_GPU (default 1; docs/orchestration.md).",
+        ),
+    ] = None,
 ) -> None:
     """Create the work pool, the gpu concurrency limit, the crash automation and the deployments (PREFECT_API_URL)."""
     from bru_core.settings import get_settings
@@ -880,8 +889,11 @@ def deploy(
     _prepare_prefect(get_settings())
     from flows.service import deploy as run_deploy
 
-    result = run_deploy(pool, pool_type, gpus, workdir=workdir, image=image, crash_after=crash_after)
-    out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s), "
+    result = run_deploy(
+        pool, pool_type, gpus, workdir=workdir, image=image, crash_after=crash_after, slots_per_gpu=slots_per_gpu
+    )
+    per_gpu = f" ({result['slots_per_gpu']} per GPU)" if result["slots_per_gpu"] else ""
+    out.print(f"Prefect API {result['api']}: work pool {result['pool']} ({result['type']}), gpu limit {result['gpu_slots']} slot(s){per_gpu}, "
               f"deployments bru-campaign and bru-aggregate (code at {result['workdir']} on the workers); "
               f"a flow run without a heartbeat for {result['crash_after']:g} s is marked Crashed", highlight=False)  # fmt: skip
     out.print(f"next: bru worker --pool {result['pool']}   then: bru campaign submit SPEC --wait", highlight=False)
@@ -890,10 +902,23 @@ def deploy(
 @app.command()
 def worker(
     pool: Annotated[str, typer.Option(help="Work pool to poll.")] = "bru-gpu",
+    slots_per_gpu: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Trials of one flow run that may share one of this machine's GPUs (exported as BRU_SLOTS_PER_GPU; "
+            "default: BRU_SLOTS_PER_GPU, else bru deploy's --slots-per-gpu, else 1).",
+        ),
+    ] = None,
 ) -> None:
     """Start a Prefect worker on the pool, with this environment's BRU_* settings (Ctrl-C twice stops it)."""
     from bru_core.settings import get_settings
+    from flows.gpu import SLOTS_PER_GPU_ENV, check_slots_per_gpu
 
+    if slots_per_gpu is not None:  # the flow runs this worker starts inherit its environment
+        os.environ[SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
+    elif os.environ.get(SLOTS_PER_GPU_ENV, "").strip():
+        check_slots_per_gpu(os.environ[SLOTS_PER_GPU_ENV])  # a bad value: one line now, not in every flow run
     settings = get_settings()
     _prepare_prefect(settings)
     _export_settings(settings)
@@ -902,7 +927,9 @@ def worker(
     check_api()
     prefect = Path(sys.executable).parent / "prefect"
     command = [str(prefect), "worker", "start", "--pool", pool]
-    err.print(f"worker on pool {pool}: {' '.join(command)}", highlight=False)
+    shared = os.environ.get(SLOTS_PER_GPU_ENV, "").strip()
+    per_gpu = f" ({shared} trial(s) per GPU)" if shared else ""
+    err.print(f"worker on pool {pool}{per_gpu}: {' '.join(command)}", highlight=False)
     os.execve(str(prefect), command, dict(os.environ))
 
 

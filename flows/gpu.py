@@ -1,6 +1,7 @@
 """GPU slots: a Prefect global concurrency limit named ``gpu`` (one slot per GPU in the
-pool's cluster), plus a per-process pool of device names, so that on a worker with
-several GPUs each concurrent trial trains on its own device.
+pool's cluster, or K per GPU: ``bru deploy --slots-per-gpu K``), plus a per-process pool
+of device names, so that on a worker with several GPUs each concurrent trial trains on
+its own device, or up to K trials share one (``BRU_SLOTS_PER_GPU``, docs/orchestration.md).
 
 Slots are leased: a worker that dies stops renewing, and the server takes the slot back
 after the lease (``BRU_GPU_LEASE_SECONDS``, default 300 s, at least 60) runs out."""
@@ -9,14 +10,20 @@ from __future__ import annotations
 
 import contextvars
 import os
-import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from bru_core.errors import ConfigError
+
 GPU_LIMIT = "gpu"
+# Trials that may share one GPU. This machine's setting (``bru worker --slots-per-gpu``
+# exports it to the flow runs it starts) comes first; then the pool's, which ``bru deploy
+# --slots-per-gpu`` puts in the deployments' job variables (the only setting that reaches
+# docker and kubernetes flow runs); then 1.
+SLOTS_PER_GPU_ENV = "BRU_SLOTS_PER_GPU"
+POOL_SLOTS_PER_GPU_ENV = "BRU_POOL_SLOTS_PER_GPU"
 _lock = threading.Lock()
-_devices: queue.Queue[str] | None = None
 
 
 def local_devices() -> list[str]:
@@ -26,13 +33,79 @@ def local_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
-def _pool() -> queue.Queue[str]:
+def local_gpu_count() -> int:
+    return len([d for d in local_devices() if d != "cpu"])
+
+
+def check_slots_per_gpu(text: str, name: str = SLOTS_PER_GPU_ENV) -> int:
+    """A slots-per-GPU value as an integer >= 1; ConfigError naming ``name`` otherwise."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}: must be a whole number >= 1 (trials that may share one GPU), got {text!r}")
+    return value
+
+
+def slots_per_gpu(cpu: bool = False) -> int:
+    """Trials that may share one local device: BRU_SLOTS_PER_GPU, else the pool's
+    BRU_POOL_SLOTS_PER_GPU (from ``bru deploy --slots-per-gpu``), else 1. With ``cpu``
+    (a machine without a GPU) only this machine's own BRU_SLOTS_PER_GPU counts: the
+    pool's setting is about GPUs, and a CPU worker keeps one trial at a time."""
+    own = os.environ.get(SLOTS_PER_GPU_ENV, "")
+    if own.strip():
+        return check_slots_per_gpu(own, SLOTS_PER_GPU_ENV)
+    pool = os.environ.get(POOL_SLOTS_PER_GPU_ENV, "")
+    if pool.strip() and not cpu:
+        return check_slots_per_gpu(pool, POOL_SLOTS_PER_GPU_ENV)
+    return 1
+
+
+class _DevicePool:
+    """Each local device ``per_device`` times. A trial takes the device with the fewest
+    trials on it (the first such device on a tie, and its lowest free copy, whose slot
+    keeper may still hold a slot), so trials spread over the GPUs before any GPU takes a
+    second one; with every copy taken it waits for one to come back."""
+
+    def __init__(self, devices: list[str], per_device: int) -> None:
+        self.devices = list(devices)
+        self.per_device = per_device
+        self._free = {device: list(range(per_device)) for device in self.devices}
+        self._changed = threading.Condition()
+
+    @property
+    def size(self) -> int:
+        return len(self.devices) * self.per_device
+
+    def take(self) -> tuple[str, int]:
+        with self._changed:
+            while not any(self._free.values()):
+                self._changed.wait()
+            device = max(self.devices, key=lambda d: len(self._free[d]))  # max keeps the first of equals
+            copy = min(self._free[device])
+            self._free[device].remove(copy)
+            return device, copy
+
+    def give(self, device: str, copy: int) -> None:
+        with self._changed:
+            self._free[device].append(copy)
+            self._changed.notify()
+
+    def in_use(self) -> dict[str, int]:
+        with self._changed:
+            return {device: self.per_device - len(free) for device, free in self._free.items()}
+
+
+_devices: _DevicePool | None = None
+
+
+def _pool() -> _DevicePool:
     global _devices
     with _lock:
         if _devices is None:
-            _devices = queue.Queue()
-            for device in local_devices():
-                _devices.put(device)
+            devices = local_devices()
+            _devices = _DevicePool(devices, slots_per_gpu(cpu=devices == ["cpu"]))
         return _devices
 
 
@@ -109,7 +182,7 @@ class _SlotKeeper:
         self.thread.join(timeout=30)
 
 
-_keepers: dict[str, _SlotKeeper] = {}
+_keepers: dict[tuple[str, int], _SlotKeeper] = {}  # one per copy of a device in the pool
 _release_at_exit_registered = False
 
 
@@ -131,18 +204,20 @@ def _release_at_exit() -> None:
 
 @contextmanager
 def gpu_slot() -> Iterator[str]:
-    """Hold one slot of the ``gpu`` limit and one local device for the body."""
+    """Hold one slot of the ``gpu`` limit and one local device for the body (a device
+    that up to BRU_SLOTS_PER_GPU trials of this process may hold at once)."""
     # The local device first: threads of one process hand it over at once; then the
-    # cluster-wide slot, which other processes and workers contend for.
+    # cluster-wide slot, which other processes and workers contend for. Each copy of a
+    # device has its own keeper: K trials on one GPU hold K slots.
     devices = _pool()
-    device = devices.get()
+    device, copy = devices.take()
     try:
         while True:
             with _lock:
-                keeper = _keepers.get(device)
+                keeper = _keepers.get((device, copy))
                 if keeper is None or keeper.stop:
                     _release_at_exit()
-                    keeper = _keepers[device] = _SlotKeeper()
+                    keeper = _keepers[(device, copy)] = _SlotKeeper()
             if keeper.take():
                 break
             keeper.give()  # it was finishing as we came: a fresh one
@@ -151,7 +226,7 @@ def gpu_slot() -> Iterator[str]:
         finally:
             keeper.give()
     finally:
-        devices.put(device)
+        devices.give(device, copy)
 
 
 def release_idle_slots() -> None:
@@ -163,18 +238,34 @@ def release_idle_slots() -> None:
         keeper.release()
 
 
-def ensure_gpu_limit(slots: int | None = None) -> int:
-    """Create the ``gpu`` limit if it is missing (slots: the local GPU count, at least 1);
-    with ``slots`` given, set it. Returns the limit."""
+def _temporary_server() -> bool:
+    """True when this process talks to a temporary Prefect server of its own (no
+    PREFECT_API_URL: ``bru campaign run``), whose ``gpu`` limit only this machine uses."""
+    from prefect.settings import PREFECT_API_URL
+
+    return not PREFECT_API_URL.value()
+
+
+def ensure_gpu_limit(slots: int | None = None, missing: int | None = None) -> int:
+    """With ``slots`` given, set the ``gpu`` limit to it. Otherwise create it if it is
+    missing, with ``missing`` slots (default: this process's device pool, the local GPUs,
+    at least 1, times BRU_SLOTS_PER_GPU); on a temporary server (an embedded campaign)
+    an existing limit is brought to this pool's size, so that a changed
+    BRU_SLOTS_PER_GPU counts; on a real server it is kept (``bru deploy`` sets it).
+    Returns the limit."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
+    if slots is None and missing is None:
+        missing = _pool().size  # checks BRU_SLOTS_PER_GPU before anything runs
+        if _temporary_server():
+            slots = missing
     with get_client(sync_client=True) as client:
         try:
             limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
         except ObjectNotFound:
-            wanted = slots or len([d for d in local_devices() if d != "cpu"]) or 1
+            wanted = slots or missing or 1
             client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=wanted, active=True)
             )

@@ -103,23 +103,32 @@ def deploy(
     workdir: str | None = None,
     image: str | None = None,
     crash_after: float = CRASH_AFTER_SECONDS,
+    slots_per_gpu: int | None = None,
 ) -> dict[str, Any]:
     """Create the work pool (if missing), set the ``gpu`` limit and the crash automation,
     and (re)create the deployments ``bru-campaign`` and ``bru-aggregate``. The flows are
     read from ``source``; workers run them from ``workdir`` (default: the same folder for
-    a process pool, the image's /opt/bru-lab for docker and kubernetes pools)."""
+    a process pool, the image's /opt/bru-lab for docker and kubernetes pools).
+
+    The ``gpu`` limit: with ``gpus`` or ``slots_per_gpu`` given, it is set to gpus (default:
+    this machine's GPUs, at least 1) x slots_per_gpu (default 1); with neither, it is
+    created if missing (this machine's GPUs, at least 1) and otherwise kept.
+    ``slots_per_gpu`` given also goes to every flow run as the job variable
+    BRU_POOL_SLOTS_PER_GPU: up to that many trials share one GPU (flows/gpu.py)."""
     from prefect import deploy as prefect_deploy
     from prefect import flow as prefect_flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
-    from flows.gpu import ensure_gpu_limit
+    from flows.gpu import POOL_SLOTS_PER_GPU_ENV, ensure_gpu_limit, local_gpu_count
 
     if pool_type not in ("process", "docker", "kubernetes"):
         raise ServiceError(f"--type: {pool_type!r} is not one of process, docker, kubernetes")
     if gpus is not None and gpus < 1:
         raise ServiceError(f"--gpus: must be at least 1, got {gpus}")
+    if slots_per_gpu is not None and slots_per_gpu < 1:
+        raise ServiceError(f"--slots-per-gpu: must be at least 1, got {slots_per_gpu}")
     if crash_after < 3 * HEARTBEAT_SECONDS:
         raise ServiceError(
             f"--crash-after: must be at least {3 * HEARTBEAT_SECONDS} s (three heartbeats of {HEARTBEAT_SECONDS} s), "
@@ -137,10 +146,15 @@ def deploy(
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type=pool_type, base_job_template=_base_job_template(pool_type))
             )
-    slots = ensure_gpu_limit(gpus)
+    if gpus is None and slots_per_gpu is None:
+        slots = ensure_gpu_limit(missing=local_gpu_count() or 1)
+    else:
+        slots = ensure_gpu_limit((gpus or local_gpu_count() or 1) * (slots_per_gpu or 1))
     ensure_crash_automation(crash_after)
     workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
     job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
+    if slots_per_gpu is not None:  # what the flow runs' device pools use, unless their machine says otherwise
+        job_variables["env"][POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
     if image:
         job_variables["image"] = image
     deployments = []
@@ -156,6 +170,7 @@ def deploy(
         "pool": pool,
         "type": pool_type,
         "gpu_slots": slots,
+        "slots_per_gpu": slots_per_gpu,
         "crash_after": crash_after,
         "workdir": workdir,
         "deployments": [str(i) for i in ids],

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
 import pytest
@@ -292,3 +296,273 @@ def test_the_run_log_file_is_created_with_its_first_record_only(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not log.exists()
+
+
+# --------------------------------------------------------------------------- several trials on one GPU
+
+
+class _FakeKeeper:
+    """Stands in for flows.gpu._SlotKeeper (which holds a slot of the server's ``gpu``
+    limit): always holds, and counts how many trials it is lent to at once."""
+
+    made: ClassVar[list[_FakeKeeper]] = []
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.lent = 0
+        self.most = 0
+        self.guard = threading.Lock()
+        _FakeKeeper.made.append(self)
+
+    def take(self) -> bool:
+        with self.guard:
+            self.lent += 1
+            self.most = max(self.most, self.lent)
+        return True
+
+    def give(self) -> None:
+        with self.guard:
+            self.lent -= 1
+
+    def release(self) -> None:
+        self.stop = True
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """flows.gpu as on a machine with cuda:0 and cuda:1, with a fresh device pool."""
+    import flows.gpu as gpu
+
+    monkeypatch.setattr(gpu, "local_devices", lambda: ["cuda:0", "cuda:1"])
+    monkeypatch.setattr(gpu, "_devices", None)
+    monkeypatch.setattr(gpu, "_keepers", {})
+    monkeypatch.delenv("BRU_SLOTS_PER_GPU", raising=False)
+    monkeypatch.delenv("BRU_POOL_SLOTS_PER_GPU", raising=False)
+    return gpu
+
+
+@pytest.fixture
+def fake_keepers(two_gpus, monkeypatch):
+    """... and fake slot keepers: no Prefect server."""
+    monkeypatch.setattr(two_gpus, "_SlotKeeper", _FakeKeeper)
+    monkeypatch.setattr(_FakeKeeper, "made", [])
+    return two_gpus
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_the_device_pool_holds_each_gpu_k_times_and_hands_them_out_under_concurrency(fake_keepers, monkeypatch, k):
+    gpu = fake_keepers
+    monkeypatch.setenv("BRU_SLOTS_PER_GPU", str(k))
+    assert gpu._pool().size == 2 * k
+    # 2K trials at once: all get in, each GPU K times (every one waits for all the others inside)
+    inside = threading.Barrier(2 * k, timeout=20)
+    got: list[str] = []
+
+    def trial() -> None:
+        with gpu.gpu_slot() as device:
+            got.append(device)
+            inside.wait()
+
+    threads = [threading.Thread(target=trial) for _ in range(2 * k)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not inside.broken and sorted(got) == ["cuda:0"] * k + ["cuda:1"] * k
+    assert gpu._pool().in_use() == {"cuda:0": 0, "cuda:1": 0}
+    # two trials at once go to two GPUs before any GPU takes a second one
+    with gpu.gpu_slot() as first, gpu.gpu_slot() as second:
+        assert {first, second} == {"cuda:0", "cuda:1"}
+    # trial 2K + 1 waits until one of the 2K gives its device back, and then gets that one
+    release, entered, holding = threading.Event(), threading.Event(), []
+
+    def hold(index: int) -> None:
+        with gpu.gpu_slot() as device:
+            holding.append((index, device))
+            release.wait(timeout=30) if index == 0 else entered.wait(timeout=30)
+
+    holders = [threading.Thread(target=hold, args=(i,)) for i in range(2 * k)]
+    for thread in holders:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while len(holding) < 2 * k and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late: list[str] = []
+
+    def last() -> None:
+        with gpu.gpu_slot() as device:
+            late.append(device)
+            entered.set()
+
+    waiting = threading.Thread(target=last)
+    waiting.start()
+    time.sleep(0.3)
+    assert late == [] and gpu._pool().in_use() == {"cuda:0": k, "cuda:1": k}
+    release.set()
+    waiting.join(timeout=20)
+    for thread in holders:
+        thread.join(timeout=20)
+    assert late == [dict(holding)[0]]
+    # many trials coming and going: never more than K on a GPU, never one slot keeper
+    # lent to two trials, one keeper per copy of a device (K slots of the limit per GPU)
+    counting = threading.Lock()
+    now = {"cuda:0": 0, "cuda:1": 0}
+    most = dict(now)
+    errors: list[BaseException] = []
+
+    def churn(seed: int) -> None:
+        try:
+            for step in range(20):
+                with gpu.gpu_slot() as device:
+                    with counting:
+                        now[device] += 1
+                        most[device] = max(most[device], now[device])
+                    time.sleep(0.001 * ((seed * 7 + step) % 5))
+                    with counting:
+                        now[device] -= 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    crowd = [threading.Thread(target=churn, args=(i,)) for i in range(4 * k + 1)]
+    for thread in crowd:
+        thread.start()
+    for thread in crowd:
+        thread.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in crowd)
+    assert most == {"cuda:0": k, "cuda:1": k} and now == {"cuda:0": 0, "cuda:1": 0}
+    assert set(gpu._keepers) == {(d, c) for d in ("cuda:0", "cuda:1") for c in range(k)}
+    assert len(_FakeKeeper.made) == 2 * k and max(keeper.most for keeper in _FakeKeeper.made) == 1
+    assert gpu._pool().in_use() == {"cuda:0": 0, "cuda:1": 0}
+
+
+def test_slots_per_gpu_this_machine_first_then_the_pool_and_a_cpu_stays_at_one(two_gpus, monkeypatch):
+    from bru_core.errors import ConfigError
+
+    gpu = two_gpus
+    assert gpu.slots_per_gpu() == 1 and gpu._pool().size == 2  # the default: one trial per GPU, as before
+    monkeypatch.setenv("BRU_POOL_SLOTS_PER_GPU", "3")  # bru deploy --slots-per-gpu 3 (a job variable)
+    assert gpu.slots_per_gpu() == 3 and gpu.slots_per_gpu(cpu=True) == 1
+    monkeypatch.setenv("BRU_SLOTS_PER_GPU", "2")  # bru worker --slots-per-gpu 2 on this machine
+    assert gpu.slots_per_gpu() == 2 and gpu.slots_per_gpu(cpu=True) == 2
+    # a CPU machine: one "cpu" entry unless this machine asks for more
+    monkeypatch.setattr(gpu, "local_devices", lambda: ["cpu"])
+    monkeypatch.delenv("BRU_SLOTS_PER_GPU")
+    assert gpu._pool().size == 2  # the pool is made once per process
+    monkeypatch.setattr(gpu, "_devices", None)
+    assert gpu._pool().size == 1
+    monkeypatch.setattr(gpu, "_devices", None)
+    monkeypatch.setenv("BRU_SLOTS_PER_GPU", "2")
+    assert gpu._pool().size == 2 and gpu._pool().in_use() == {"cpu": 0}
+    for name, value in [("BRU_SLOTS_PER_GPU", "0"), ("BRU_SLOTS_PER_GPU", "two"), ("BRU_POOL_SLOTS_PER_GPU", "-1")]:
+        monkeypatch.delenv("BRU_SLOTS_PER_GPU", raising=False)
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=f"^{name}: must be a whole number >= 1 .*got '{value}'$"):
+            gpu.slots_per_gpu()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (["deploy", "--slots-per-gpu", "0"], {}, "error: bru deploy: Invalid value for '--slots-per-gpu'"),
+        (["worker", "--slots-per-gpu", "0"], {}, "error: bru worker: Invalid value for '--slots-per-gpu'"),
+        (["worker"], {"BRU_SLOTS_PER_GPU": "0"}, "error: BRU_SLOTS_PER_GPU: must be a whole number >= 1"),
+        (["worker"], {"BRU_SLOTS_PER_GPU": "1.5"}, "error: BRU_SLOTS_PER_GPU: must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_slots_per_gpu_is_one_line_and_exit_2(monkeypatch, capsys, args, env, line):
+    from bru_core.cli import main
+
+    monkeypatch.delenv("BRU_SLOTS_PER_GPU", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nothing there: never reached
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(args) == 2
+    lines = [entry for entry in capsys.readouterr().err.splitlines() if entry.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), lines
+
+
+def _gpu_limit(server) -> int | None:
+    try:
+        return _api(server, "/v2/concurrency_limits/gpu")["limit"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+@pytest.mark.slow
+def test_deploy_slots_per_gpu_sets_the_limit_and_k_trials_hold_k_slots_of_one_gpu(
+    prefect_server, tmp_path, two_gpus, monkeypatch
+):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    gpu = two_gpus
+    env = prefect_server.env(BRU_HOME=str(tmp_path / "home"))
+    before = _gpu_limit(prefect_server) or 1
+    deployed = _bru("deploy", "--gpus", "3", "--slots-per-gpu", "2", env=env)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "gpu limit 6 slot(s) (2 per GPU)" in deployed.stdout
+    assert _gpu_limit(prefect_server) == 6
+    for name in DEPLOYMENTS:
+        deployment = _api(prefect_server, f"/deployments/name/{name}/{name}")
+        assert deployment["job_variables"]["env"] == {
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+            "BRU_POOL_SLOTS_PER_GPU": "2",  # what the flow runs' device pools use
+        }
+    # The flow run's side, in this process: a machine with two GPUs and the pool's 2 slots
+    # per GPU; 4 trials at once get each GPU twice and hold 4 slots of the server's limit
+    # (one keeper per copy of a device), all given back afterwards.
+    monkeypatch.setenv("BRU_POOL_SLOTS_PER_GPU", "2")
+    inside = threading.Barrier(5, timeout=120)
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    def trial() -> None:
+        try:
+            with gpu.gpu_slot() as device:
+                got.append(device)
+                inside.wait()  # all four hold a slot
+                inside.wait()  # until the test has counted them
+        except BaseException as exc:
+            errors.append(exc)
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        # as Prefect's task runner does: each trial thread runs in a copy of this context
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(trial,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        inside.wait()
+        held = _gpu_slots(prefect_server)
+        inside.wait()
+        for thread in threads:
+            thread.join(timeout=60)
+        gpu.release_idle_slots()
+    assert not errors, errors
+    assert held == 4 and sorted(got) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert _gpu_slots(prefect_server) == 0
+    # deployed again without it: one trial per GPU, and the job variable is gone
+    again = _bru("deploy", "--gpus", str(before), env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"gpu limit {before} slot(s), " in again.stdout
+    deployment = _api(prefect_server, "/deployments/name/bru-campaign/bru-campaign")
+    assert "BRU_POOL_SLOTS_PER_GPU" not in deployment["job_variables"]["env"]
+
+
+@pytest.mark.slow
+def test_an_embedded_campaign_sizes_the_gpu_limit_to_its_device_pool(tmp_path):
+    """No PREFECT_API_URL (bru campaign run): the temporary server's ``gpu`` limit is this
+    machine's, and follows BRU_SLOTS_PER_GPU from one run to the next (its database stays
+    in the bru home); here a CPU machine, which takes K trials only when told."""
+    script = (
+        "import os, flows.gpu as gpu; gpu.local_devices = lambda: ['cpu']; sizes = []\n"
+        "for k in ('3', '', '2'):\n"
+        "    os.environ['BRU_SLOTS_PER_GPU'] = k; gpu._devices = None; sizes.append(gpu.ensure_gpu_limit())\n"
+        "print(sizes)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRU_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[3, 1, 2]"
