@@ -53,8 +53,9 @@ class History:
     # After the last epoch, one clean evaluation pass over each split (the train split
     # too, with fixed weights: the error quotient test_loss / train_loss uses these).
     final: dict[str, float | None] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # in a pack, this member's share of the pack's
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # trained; not serialised
+    pack_size: int = 1  # members trained with it as one batched model (bru_core.packed); 1: alone
 
     def summary(self) -> dict[str, Any]:
         return {**self.final, "epochs": len(self.epochs), "seconds": round(self.seconds, 3)}

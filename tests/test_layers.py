@@ -18,7 +18,7 @@ FLOORS = {
     "models": 4,
     "config": 5,
     "training": 6, "spec": 6,
-    "aggregate": 7,
+    "packed": 7, "aggregate": 7,
     "search": 8, "bench": 8, "plots": 8, "power": 8,
     "cli": 10, "__main__": 11, "__init__": -1,
 }  # fmt: skip
