@@ -13,7 +13,8 @@ not trained, no MLflow run).
 training seed = the repeat seed, so every activation sees the same initialisation stream
 and batch order per seed (a paired design); seeds with an outcome (finished, or diverged:
 recorded as such, never retrained until it happens not to) are not run again. The spec
-keeps the search seed out of the repeat seeds, so no repeat reruns a trial.
+keeps the search seed out of the repeat seeds, so no repeat reruns a trial. The seeds to
+train go as packs (bru_core.packed: one batched model, each member its own MLflow run).
 
 These are plain functions (no Prefect): the flows and ``bru search`` call them.
 """
@@ -38,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bru_core.config import TrainConfig
 from bru_core.data import Data
 from bru_core.errors import BruError, NonFiniteLossError, StoreFailedError
+from bru_core.packed import train_in_packs
 from bru_core.results import check_reachable as check_results_reachable
 from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.spec import CampaignSpec, ParamSpec
@@ -603,9 +605,14 @@ def run_repeats(
     on_epoch: Callable[[int, Any], None] | None = None,
     seeds: list[int] | None = None,
     device: str | None = None,
+    pack: int | None = None,
 ) -> list[RepeatResult]:
-    """Train the study's best parameters on every repeat seed (finished seeds are kept),
-    log each seed's run with its model, and register the best seed's model."""
+    """Train the study's best parameters on every repeat seed (or ``seeds``; seeds with
+    an outcome are kept), log each seed's run with its model, and, for the whole set,
+    register the best seed's model. The seeds to train go in packs (bru_core.packed) of
+    ``pack`` members, else ``repeats.pack`` ("auto": every seed on the CPU, as many as fit
+    on a GPU); each member is its own MLflow run all the same. ``device`` overrides the
+    training device (the GPU slot a flow task holds)."""
     settings = settings or get_settings()
     activation = spec.activation(activation)
     own_tracker = tracker is None
@@ -618,32 +625,26 @@ def run_repeats(
             raise BruError(f"study {study.study_name} has no completed trial yet: run the search before the repeats")
         params = dict(best.params)
         finished = tracker.repeat_runs(spec.name, study.study_name)
-        results: list[RepeatResult] = []
-        for seed in seeds if seeds is not None else spec.repeats.seeds:
+        wanted = seeds if seeds is not None else spec.repeats.seeds
+        outcomes: dict[int, RepeatResult] = {}
+        for seed in wanted:
             if seed in finished:  # finished, or diverged: either is the outcome of this seed
-                result = _repeat_result(finished[seed], reused=True)
-            else:
-                config = spec.train_config(task, activation, params, seed=seed).model_copy(
-                    update={"test_every_epoch": True}
-                )
-                if data is None:
-                    data = prepare_data(config, resolve_device(config.device))
-                result = _repeat_one(
-                    spec,
-                    task,
-                    activation,
-                    study.study_name,
-                    config,
-                    params,
-                    best.number,
-                    data,
-                    tracker,
-                    settings,
-                    on_epoch,
-                )
-            results.append(result)
-            if on_seed is not None:
-                on_seed(result)
+                outcomes[seed] = _repeat_result(finished[seed], reused=True)
+                if on_seed is not None:
+                    on_seed(outcomes[seed])
+        configs = [
+            _repeat_config(spec, task, activation, params, seed, device) for seed in wanted if seed not in finished
+        ]
+        if configs:
+            if data is None:
+                data = prepare_data(configs[0], resolve_device(configs[0].device))
+            size = pack if pack is not None else spec.repeats.pack
+            repeats = _PackOfRepeats(spec, task, activation, study.study_name, params, best.number, tracker, settings)
+            for result in repeats.train(configs, data, None if size == "auto" else size, on_epoch):
+                outcomes[result.seed] = result
+                if on_seed is not None:
+                    on_seed(result)
+        results = [outcomes[seed] for seed in wanted]
         if seeds is None:  # the whole set: now the best seed can be chosen
             _register_best(spec, task, activation, results, tracker)
         tracker.flush()
@@ -653,48 +654,86 @@ def run_repeats(
             tracker.close()
 
 
-def _repeat_one(
-    spec, task, activation, study_name, config, params, best_trial, data, tracker, settings, on_epoch
-) -> RepeatResult:
-    run = tracker.start_repeat(
-        spec.name,
-        task,
-        activation,
-        study_name,
-        config.seed,
-        {**params, "activation": config.activation, "epochs": config.epochs, "seed": config.seed},
-    )
-    run.set_tags({"bru.best_trial": best_trial})
+def _repeat_config(
+    spec: CampaignSpec, task: str, activation: str, params: dict[str, Any], seed: int, device: str | None
+) -> TrainConfig:
+    update: dict[str, Any] = {"test_every_epoch": True}
+    if device is not None:
+        update["device"] = device
+    return spec.train_config(task, activation, params, seed=seed).model_copy(update=update)
 
-    def log_epoch(record) -> None:
-        run.log_epoch(record, lr=config.schedule != "none")
-        if on_epoch is not None:
-            on_epoch(config.seed, record)
 
-    started = time.perf_counter()
-    try:
-        history: History = train(config, on_epoch=log_epoch, data=data)
-    except NonFiniteLossError as exc:
-        # Divergence is what this configuration does on this seed: an outcome, recorded and
-        # counted (as the worst one), not an error that stops the campaign or a gap that
-        # leaves the activation judged on its survivors.
-        run.log_metrics({"seconds": time.perf_counter() - started})
-        run.end("FAILED", {"bru.state": DIVERGED, "bru.failure": str(exc)})
-        tracker.flush()
-        return RepeatResult(config.seed, run.run_id, {}, reused=False, status=DIVERGED, failure=str(exc))
-    except BaseException as exc:
-        run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
-        raise
-    run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=config.epochs)
-    run.log_metrics({"seconds": history.seconds, "n_parameters": history.n_parameters})
-    run.flush()
-    tracker.flush()
-    example = data.normalise(data.test.images[:2]).cpu().numpy()
-    tracker.log_dataset(run.run_id, data, _data_source(config, settings))
-    tracker.log_environment(run.run_id, history.device)
-    model_uri = tracker.log_model(run.run_id, history.model, example)
-    run.end("FINISHED", {"bru.model_uri": model_uri})
-    return RepeatResult(config.seed, run.run_id, dict(history.final), reused=False)
+@dataclass
+class _PackOfRepeats:
+    """Repeat seeds trained as packs, each member its own MLflow repeat run: started
+    together, per-epoch metrics as the pack goes, a diverged member closed FAILED
+    (``bru.state=diverged``) when it leaves the pack, a finished one closed with its final
+    metrics, its share of the pack's seconds and its own unpacked model."""
+
+    spec: CampaignSpec
+    task: str
+    activation: str
+    study_name: str
+    params: dict[str, Any]
+    best_trial: int
+    tracker: Tracker
+    settings: Settings
+
+    def train(
+        self, configs: list[TrainConfig], data: Data, pack: int | None, on_epoch: Callable[[int, Any], None] | None
+    ) -> list[RepeatResult]:
+        config = configs[0]
+        runs = {c.seed: self._start(c) for c in configs}
+        closed: dict[int, RepeatResult] = {}
+        started = time.perf_counter()
+
+        def log_epoch(seed: int, record: Any) -> None:
+            runs[seed].log_epoch(record, lr=config.schedule != "none")
+            if on_epoch is not None:
+                on_epoch(seed, record)
+
+        def diverged(seed: int, exc: NonFiniteLossError) -> None:
+            # Divergence is what this configuration does on this seed: an outcome, recorded
+            # and counted (as the worst one), not an error that stops the others or a gap
+            # that leaves the activation judged on its survivors.
+            run = runs[seed]
+            run.log_metrics({"seconds": (time.perf_counter() - started) / len(configs)})
+            run.end("FAILED", {"bru.state": DIVERGED, "bru.failure": str(exc)})
+            self.tracker.flush()
+            closed[seed] = RepeatResult(seed, run.run_id, {}, reused=False, status=DIVERGED, failure=str(exc))
+
+        try:
+            packed = train_in_packs(configs, pack, log_epoch, None, data, True, diverged)
+            for member in packed:
+                if member.finished:
+                    closed[member.seed] = self._finish(runs[member.seed], member.history, data, config)
+        except BaseException as exc:
+            for seed, run in runs.items():
+                if seed not in closed:
+                    run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
+            raise
+        return [closed[c.seed] for c in configs]
+
+    def _start(self, config: TrainConfig) -> RunLogger:
+        run = self.tracker.start_repeat(
+            self.spec.name, self.task, self.activation, self.study_name, config.seed,
+            {**self.params, "activation": config.activation, "epochs": config.epochs, "seed": config.seed},
+        )  # fmt: skip
+        run.set_tags({"bru.best_trial": self.best_trial})
+        return run
+
+    def _finish(self, run: RunLogger, history: History, data: Data, config: TrainConfig) -> RepeatResult:
+        run.set_tags({"bru.pack_size": history.pack_size})
+        run.log_metrics({f"final_{k}": v for k, v in history.final.items()}, step=config.epochs)
+        run.log_metrics({"seconds": history.seconds, "n_parameters": history.n_parameters})
+        run.flush()
+        self.tracker.flush()
+        example = data.normalise(data.test.images[:2]).cpu().numpy()
+        self.tracker.log_dataset(run.run_id, data, _data_source(config, self.settings))
+        self.tracker.log_environment(run.run_id, history.device)
+        model_uri = self.tracker.log_model(run.run_id, history.model, example)
+        run.end("FINISHED", {"bru.model_uri": model_uri})
+        return RepeatResult(history.config["seed"], run.run_id, dict(history.final), reused=False)
 
 
 def register_best_model(

@@ -163,6 +163,18 @@ class RepeatSpec(_Strict):
     # Twelve seeds, none of them the search's default seed 0: enough for a two-sided exact
     # Wilcoxon to reach 0.05 over a family of up to 102 comparisons.
     seeds: list[StrictInt] = Field(default_factory=lambda: list(range(1, 13)))
+    # How many seeds train as one batched model (bru_core.packed): "auto" is every seed of a
+    # study in one pack on the CPU, as many as fit on a GPU. How the seeds run, not what they
+    # compute (a member follows the unpacked run up to summation order), so it is not part
+    # of the campaign's spec digest: a campaign may resume with another pack size.
+    pack: Literal["auto"] | int = "auto"
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack(cls, pack: Any) -> Any:
+        if pack == "auto" or (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1):
+            return pack
+        raise ValueError(f"{pack!r}: write auto, or how many seeds train as one model (1 or more)")
 
     @field_validator("seeds")
     @classmethod
@@ -487,7 +499,9 @@ class CampaignSpec(_Strict):
             lines.append("Fixed for all: " + ", ".join(f"{k}={v}" for k, v in self.train.items()) + ".")
         lines.append(
             f"Repeats: the best configuration of each study trained on seeds {self.repeats.seeds}, the same seeds and "
-            f"data order for every activation; the search trains with seed {self.search.seed}, which is not one of them."
+            f"data order for every activation; the search trains with seed {self.search.seed}, which is not one of them. "
+            f"Seeds train in packs (repeats.pack: {self.repeats.pack}), one batched model whose members each draw their "
+            "own seed's initialisation and batch order and follow the unpacked run up to summation order."
         )
         lines.append(self._design_sentence())
         return lines

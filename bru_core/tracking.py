@@ -151,6 +151,16 @@ class RunLogger:
         self.ended = True
 
 
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """What makes two campaigns comparable: the spec without its description and without
+    ``repeats.pack`` (how the seeds are run, not what they compute; a spec from before it
+    existed digests as it did then)."""
+    design = {k: v for k, v in spec.items() if k != "description"}
+    if isinstance(design.get("repeats"), Mapping):
+        design["repeats"] = {k: v for k, v in design["repeats"].items() if k != "pack"}
+    return hashlib.sha256(dumps(design).encode()).hexdigest()[:16]
+
+
 def check_server(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) tracking URI, one GET of the server's /health within ``timeout``:
     MLflow's own client retries a refused connection with back-off for minutes, where a
@@ -345,7 +355,7 @@ class Tracker:
         can be aggregated from MLflow alone. A campaign started with a different spec under
         the same name is refused: its studies would not be comparable."""
         experiment_id = self.experiment_id(campaign)
-        digest = hashlib.sha256(dumps({k: v for k, v in spec.items() if k != "description"}).encode()).hexdigest()[:16]
+        digest = spec_digest(spec)
         found = self.find_runs(experiment_id, {ROLE: "campaign"})
         if found:
             recorded = found[0].data.tags.get("bru.spec_digest")

@@ -1,6 +1,7 @@
 """The campaign flow: searches (one subflow per task x activation, concurrently), then the
-repeats, then the aggregation. Each trial and each repeat seed is one task run, named
-after what it trains, e.g. ``digits/mlp4 oru:3>2 trial 7``."""
+repeats, then the aggregation. Each trial and each pack of repeat seeds (trained as one
+batched model, bru_core.packed) is one task run, named after what it trains, e.g.
+``digits/mlp4 oru:3>2 trial 7`` or ``digits/mlp4 oru:3>2 seeds 1-12``."""
 
 from __future__ import annotations
 
@@ -92,11 +93,30 @@ def run_search(spec: dict[str, Any], task: str, activation: str) -> dict[str, An
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=infrastructure_failure,
 )
-def train_repeat(spec: dict[str, Any], task: str, activation: str, seed: int) -> dict[str, Any]:
-    """One repeat seed of a study's best configuration (kept if it already finished)."""
+def train_repeat(spec: dict[str, Any], task: str, activation: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """One pack of repeat seeds of a study's best configuration, on one GPU slot (seeds
+    with an outcome are kept)."""
     with gpu_slot() as device:
-        (result,) = run_repeats(parse_spec(spec), task, activation, seeds=[seed], device=device)
-    return asdict(result)
+        results = run_repeats(parse_spec(spec), task, activation, seeds=seeds, device=device)
+    return [asdict(result) for result in results]
+
+
+def _packs(campaign: CampaignSpec) -> list[list[int]]:
+    """The repeat seeds of a study as the packs its repeat tasks train: every seed in one
+    task for ``repeats.pack: auto`` (the task sizes its packs to its device), else groups
+    of ``pack``."""
+    seeds, size = campaign.repeats.seeds, campaign.repeats.pack
+    size = len(seeds) if size == "auto" else size
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+def _seeds_label(seeds: list[int]) -> str:
+    """``seed 3``, ``seeds 1-12`` or ``seeds 1,5,9``: what a repeat task's run name says it trains."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ",".join(map(str, seeds))
 
 
 def _studies(campaign: CampaignSpec) -> list[tuple[str, str]]:
@@ -126,13 +146,13 @@ def _campaign(checked: CampaignSpec, repeats: bool, aggregate: bool) -> dict[str
         wait(searches)
         results = {"studies": [f.result() for f in searches]}  # re-raises a failed search
         if repeats:
-            seeds = [
-                train_repeat.with_options(task_run_name=f"{t} {a} seed {s}").submit(data, t, a, s)
+            packs = [
+                train_repeat.with_options(task_run_name=f"{t} {a} {_seeds_label(p)}").submit(data, t, a, p)
                 for t, a in studies
-                for s in checked.repeats.seeds
+                for p in _packs(checked)
             ]
-            wait(seeds)
-            results["repeats"] = [f.result() for f in seeds]
+            wait(packs)
+            results["repeats"] = [r for f in packs for r in f.result()]
     finally:
         # The GPUs are free for other campaigns while this one aggregates; and after a
         # failed study the slots go back while the Prefect API is still there.

@@ -139,7 +139,7 @@ def test_service_path_deploy_worker_submit_wait(prefect_server, tmp_path):
         assert EXPECTED_SMOKE.items() <= counts.items(), counts
         # the Prefect UI reads like the experiment
         names = {t["name"] for t in _api(prefect_server, "/task_runs/filter", {"limit": 200})}
-        assert {"digits/mlp4 relu trial 0", "digits/mlp4 eru:2 trial 2", "digits/mlp4 relu seed 1"} <= names, names
+        assert {"digits/mlp4 relu trial 0", "digits/mlp4 eru:2 trial 2", "digits/mlp4 relu seeds 1-2"} <= names, names
         assert _gpu_slots(prefect_server) == 0
         again = _bru("campaign", "submit", SMOKE, "--wait", env=env)
         assert again.returncode == 0, again.stderr[-3000:]
@@ -566,3 +566,21 @@ def test_an_embedded_campaign_sizes_the_gpu_limit_to_its_device_pool(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[3, 1, 2]"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "pack", "packs", "labels"),
+    [
+        ([1, 2, 3, 4, 5], "auto", [[1, 2, 3, 4, 5]], ["seeds 1-5"]),
+        ([1, 2, 3, 4, 5], 2, [[1, 2], [3, 4], [5]], ["seeds 1-2", "seeds 3-4", "seed 5"]),
+        ([9, 3, 7], 5, [[9, 3, 7]], ["seeds 9,3,7"]),
+    ],
+)
+def test_one_repeat_task_per_pack_named_by_its_seeds(seeds, pack, packs, labels):
+    from bru_core.spec import parse_spec
+    from flows.campaign import _packs, _seeds_label
+
+    spec = yaml.safe_load(Path(SMOKE).read_text())
+    spec["repeats"] = {"seeds": seeds, "pack": pack}
+    assert _packs(parse_spec(spec)) == packs
+    assert [_seeds_label(p) for p in packs] == labels

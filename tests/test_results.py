@@ -383,29 +383,36 @@ def test_a_diverged_repeat_is_recorded_never_retrained_and_counted(bru_home, mon
     """Seed 2 of eru:2 diverges: its run is FAILED with state=diverged, a rerun keeps it,
     and the aggregation ranks it as eru:2's worst outcome instead of judging eru:2 on its
     survivors (issue 13, item 5)."""
+    import bru_core.packed as packed
     import bru_core.search as search
-    from bru_core.errors import NonFiniteLossError
 
     spec = parse_spec({
         **SPEC, "name": "diverging", "tasks": SPEC["tasks"][:1], "activations": ["relu", "eru:2"],
         "repeats": {"seeds": [1, 2, 3]}, "compare": {"reference": ["relu"], "test": "t"},
     })  # fmt: skip
     settings = get_settings()
-    real_train = search.train
+    real_stop, real_packs = packed.PackedTrainer._stop_diverged, search.train_in_packs
     calls: list[tuple[str, int]] = []
 
-    def train(config, **kwargs):
-        calls.append((config.activation, config.seed))
-        if config.activation == "eru:2" and config.seed == 2 and kwargs.get("evaluate_test", True):  # a repeat
-            raise NonFiniteLossError(1, 7, float("nan"))
-        return real_train(config, **kwargs)
+    def stop_diverged(self, epoch, batch_losses):
+        """eru:2's seed 2 (packed with seeds 1 and 3) has a non-finite loss at batch 7 of epoch 1."""
+        for position, m in enumerate(self.active):
+            if self.config.activation == "eru:2" and self.members[m].seed == 2 and epoch == 1:
+                batch_losses[6, position] = float("nan")
+        real_stop(self, epoch, batch_losses)
 
-    monkeypatch.setattr(search, "train", train)
+    def train_in_packs(configs, *args, **kwargs):
+        calls.extend((c.activation, c.seed) for c in configs)
+        return real_packs(configs, *args, **kwargs)
+
+    monkeypatch.setattr(packed.PackedTrainer, "_stop_diverged", stop_diverged)
+    monkeypatch.setattr(search, "train_in_packs", train_in_packs)
     for activation in spec.labels:
         run_study(spec, "digits/mlp4", activation, settings=settings)
     results = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings)
+    assert calls == [("eru:2", 1), ("eru:2", 2), ("eru:2", 3)]  # one pack
     assert [(r.seed, r.status) for r in results] == [(1, "finished"), (2, "diverged"), (3, "finished")]
-    assert "non-finite training loss" in results[1].failure
+    assert "non-finite training loss" in results[1].failure and "epoch 1, batch 7" in results[1].failure
     calls.clear()
     again = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings)
     assert calls == [] and all(r.reused for r in again) and again[1].status == "diverged"

@@ -26,6 +26,7 @@ from bru_core.search import budget_state, counts_towards_budget, open_study, run
 from bru_core.settings import get_settings
 from bru_core.spec import parse_spec
 from bru_core.tracking import ROLE
+from bru_core.training import train
 
 BIN = Path(sys.executable).parent
 
@@ -197,7 +198,15 @@ def test_repeats_log_models_data_and_environment_once(digits):
     client = MlflowClient(settings.tracking)
     runs = _runs(settings, "t", "repeat")
     assert len(runs) == 2
+    # both seeds trained as one pack, and each member's outcome is the unpacked run's with
+    # its seed (to float32 summation order): nothing about the runs tells them apart
+    best = open_study(spec, "digits/mlp4", "eru:2", settings).best_params
+    for result in results:
+        config = spec.train_config("digits/mlp4", "eru:2", best, seed=result.seed)
+        alone = train(config.model_copy(update={"test_every_epoch": True}), data=digits)
+        assert result.final == pytest.approx(alone.final, rel=1e-4)
     for run in runs:
+        assert run.data.tags["bru.pack_size"] == "2"
         tags = run.data.tags
         assert (
             tags["bru.activation"] == "eru:2" and tags["bru.seed"] in {"101", "102"} and run.info.status == "FINISHED"
@@ -224,6 +233,43 @@ def test_repeats_log_models_data_and_environment_once(digits):
     assert [r.final["test_error"] for r in again] == pytest.approx([r.final["test_error"] for r in results])
     assert len(_runs(settings, "t", "repeat")) == 2
     assert len(client.search_model_versions("name = 't-digits-mlp4-eru2'")) == 1
+
+
+def test_repeats_pack_from_the_spec_or_the_call(digits):
+    """repeats.pack: 1 trains every seed alone; a call's pack overrides the spec's."""
+    settings = get_settings()
+    spec = _spec(name="alone", repeats={"seeds": [101, 102, 103], "pack": 1})
+    run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits, seeds=[101])
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits, pack=2)
+    sizes = {run.data.tags["bru.seed"]: run.data.tags["bru.pack_size"] for run in _runs(settings, "alone", "repeat")}
+    assert sizes == {"101": "1", "102": "2", "103": "2"}
+
+
+def test_an_interrupted_pack_ends_its_runs_failed_and_a_rerun_trains_them(digits, monkeypatch):
+    import bru_core.packed as packed
+
+    settings = get_settings()
+    spec = _spec(name="interrupted")
+    run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    real_epoch = packed.PackedTrainer.epoch
+
+    def epoch(self, number, on_batch=None):
+        if number == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, number, on_batch)
+
+    monkeypatch.setattr(packed.PackedTrainer, "epoch", epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    runs = _runs(settings, "interrupted", "repeat")
+    assert sorted(r.data.tags["bru.seed"] for r in runs) == ["101", "102"]
+    assert all(
+        r.info.status == "FAILED" and "interrupted (KeyboardInterrupt" in r.data.tags["bru.failure"] for r in runs
+    )
+    monkeypatch.setattr(packed.PackedTrainer, "epoch", real_epoch)
+    again = run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    assert [(r.seed, r.reused, r.status) for r in again] == [(101, False, "finished"), (102, False, "finished")]
 
 
 def test_repeats_are_paired_across_activations(digits):
