@@ -4,8 +4,10 @@
 # 1. correctness: the fused CUDA kernels against the float64 CPU formula, fp32 and bf16,
 #    and how many device kernels each direction launches (the target is one each way);
 # 2. timings: activations at 4M and 256M values (fp32, bf16) with the copy bandwidth,
-#    the input pipeline and activation epochs, seconds per epoch per model, and the
-#    device-hours of configs/paper.yaml from measured step times.
+#    the input pipeline and activation epochs, seconds per epoch per model, packed seeds
+#    against one after another (mlp4 with 10 seeds, lenet5, convpool; the peak memory of
+#    a pack against one run's), and the device-hours of configs/paper.yaml from measured
+#    step times (its repeats timed as packs).
 # Every step writes its JSON under $OUT; a failed step is reported and the rest still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,11 @@ step activations-256M "${BRU[@]}" bench activations --device cuda --dtype float3
     --paths compiled,inplace,fused --json
 step train "${BRU[@]}" bench train --device cuda --n-train 54000 --rounds 3 --workers 4 --json
 step models "${BRU[@]}" bench models --device cuda --batches 50 --json
+# packed seeds (random images of the data sets' shapes: no data on the GPU machine)
+step packed-mlp4 "${BRU[@]}" bench packed --device cuda --synthetic --models mlp4 --seeds 10 --rounds 3 --json
+step packed-lenet5 "${BRU[@]}" bench packed --device cuda --synthetic --models lenet5 --seeds 10 --rounds 2 --json
+step packed-convpool "${BRU[@]}" bench packed --device cuda --synthetic --dataset cifar10 --models convpool \
+    --seeds 10 --n-train 10000 --rounds 2 --no-conv --json
 step estimate-paper-bf16 "${BRU[@]}" bench estimate configs/paper.yaml --device cuda --precision bf16 --batches 50 --json
 step estimate-paper-bf16-compiled "${BRU[@]}" bench estimate configs/paper.yaml --device cuda --precision bf16 --compile \
     --batches 50 --json

@@ -1,6 +1,6 @@
 """ERU/ORU against ELU as a user runs them: whole ``bru train`` processes, interleaved.
 
-    .venv/bin/python bench/real_run.py [--rounds 7] [--model mlp8] [--epochs 8] [-a elu,eru:2,...]
+    .venv/bin/python bench/real_run.py [--rounds 7] [--model mlp8] [--epochs 8] [--seeds 0-7] [-a elu,eru:2,...]
 
 Each round runs ``bru train --dataset D --model M --epochs E --json -a ACT`` once per
 activation, each in its own process, and reads the ``seconds`` field of its JSON (the whole
@@ -13,7 +13,9 @@ fill the data and kernel caches, as any earlier run on the machine would have).
 Prints a table (median seconds, the spread over rounds, the ratio of medians to ELU's and
 the median and range of the per-round ratios) and, on its last line, one JSON object with
 the same figures, the command and the machine. The environment passes through, so
-``BRU_KERNELS=eager .venv/bin/python bench/real_run.py`` measures that path.
+``BRU_KERNELS=eager .venv/bin/python bench/real_run.py`` measures that path. ``--seeds 0-7``
+trains each activation's 8 seeds as one pack (``bru train --seeds``), its ``seconds`` the
+pack's.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def _default_bru() -> str:
 def run_once(bru: str, activation: str, args: argparse.Namespace) -> float:
     command = [bru, "train", "--dataset", args.dataset, "--model", args.model]
     command += ["--epochs", str(args.epochs), "--json", "-a", activation]
+    if args.seeds:
+        command += ["--seeds", args.seeds]  # one pack; its JSON's seconds is the pack's wall time
+    if args.lr is not None:
+        command += ["--lr", str(args.lr)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="mlp8")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: bru train's)")
+    parser.add_argument(
+        "--seeds", default=None, help="train these seeds as one pack, e.g. 0-7 (default: one run, seed 0)"
+    )
     parser.add_argument(
         "-a",
         "--activations",
@@ -155,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     started = datetime.datetime.now(datetime.UTC)
     times = measure(args)
     summary = summarise(times)
-    command = f"bru train --dataset {args.dataset} --model {args.model} --epochs {args.epochs} --json -a ACT"
+    extra = (f" --seeds {args.seeds}" if args.seeds else "") + (f" --lr {args.lr:g}" if args.lr is not None else "")
+    command = f"bru train --dataset {args.dataset} --model {args.model} --epochs {args.epochs}{extra} --json -a ACT"
     print(f"{command}: median of {args.rounds} interleaved rounds ({args.warmup} warm-up round(s) not counted)")
     if os.environ.get("BRU_KERNELS"):
         print(f"BRU_KERNELS={os.environ['BRU_KERNELS']}")

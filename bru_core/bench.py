@@ -12,16 +12,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from bru_core.activations import ERU, ORU, eru, eru_reference, oru, oru_reference, parse_activation, radix_unit
 from bru_core.config import TrainConfig
-from bru_core.data import synthetic_data
+from bru_core.data import Data, Split, synthetic_data
 from bru_core.models import MODELS, parameter_count
 from bru_core.spec import CampaignSpec
-from bru_core.training import EVAL_BATCH_SIZE, Trainer, resolve_device
+from bru_core.training import EVAL_BATCH_SIZE, Trainer, prepare_data, resolve_device
 
 
 def _cpu_name() -> str:
@@ -428,6 +429,223 @@ def bench_models(
     return rows
 
 
+# --------------------------------------------------------------------------- packed seeds
+
+
+@dataclass
+class PackTiming:
+    model: str
+    dataset: str
+    activation: str
+    device: str
+    n_train: int
+    seeds: int
+    epochs: int
+    rounds: int  # interleaved, the order alternating; the medians are reported
+    sequential_s: float  # the K runs one after another: train() each (every epoch and evaluation)
+    packed_s: float  # the same K runs as packs (train_in_packs): the same work, batched
+    speedup: float
+    pack: int  # the largest pack it trained
+    single_peak_mb: float | None  # CUDA: one unpacked run's peak allocation (K runs at once: K x this)
+    packed_peak_mb: float | None  # CUDA: the packs' peak allocation
+
+
+def _subset(data: Data, n_train: int | None) -> Data:
+    if n_train is None or n_train >= len(data.train):
+        return data
+    train = Split(data.train.images[:n_train], data.train.labels[:n_train])
+    return Data(data.info, train, data.val, data.test, data.mean, data.std, data.augment)
+
+
+def _timed_with_peak(device: torch.device, fn: Callable[..., object], *args: Any) -> tuple[float, float | None, Any]:
+    """Seconds of fn(*args), on CUDA the peak memory it allocated beyond what was there,
+    and what it returned."""
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    started = time.perf_counter()
+    result = fn(*args)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
+    return seconds, peak, result
+
+
+def bench_packed(
+    models: Iterable[str] = ("mlp4", "lenet5", "sae"),
+    dataset: str = "mnist",
+    activation: str = "eru:2",
+    seeds: int = 8,
+    epochs: int = 1,
+    device: str = "cpu",
+    data_dir: Path | None = None,
+    n_train: int | None = None,
+    pack: int | None = None,
+    rounds: int = 3,
+    synthetic: bool = False,
+) -> list[PackTiming]:
+    """K seeds of one configuration trained one after another against the same K as one
+    pack (bru_core.packed), whole runs (training, per-epoch validation, final evaluation)
+    on the real data set, or its first ``n_train`` training images; ``rounds`` rounds,
+    interleaved with the order alternating (this shared machine has slow spells), the
+    medians reported. One warm-up run of each kind on 512 images first (kernels,
+    allocator, data on the device). ``synthetic``: random images of the data set's shape
+    and standard sizes instead (a machine without the data; the times do not depend on
+    the pixels, the metrics mean nothing)."""
+    from bru_core.packed import train_in_packs
+    from bru_core.training import train
+
+    dev = resolve_device(device)
+    data = None
+    rows = []
+    for model in models:
+        configs = [
+            TrainConfig.parse(dict(dataset=dataset, model=model, activation=activation, epochs=epochs, seed=s,
+                                   device=device, lr=0.01, data_dir=data_dir))
+            for s in range(seeds)
+        ]  # fmt: skip
+        if data is None and synthetic:
+            total, n_test = STANDARD_SIZES[dataset]
+            n_fit = round(total * (1 - configs[0].val_fraction))
+            data = _subset(synthetic_data(dataset, n_fit, total - n_fit, n_test, device=dev), n_train)
+        elif data is None:
+            data = _subset(prepare_data(configs[0], dev), n_train)
+        warm = _subset(data, 512)
+        train(configs[0].model_copy(update={"epochs": 1}), data=warm)
+        train_in_packs([c.model_copy(update={"epochs": 1}) for c in configs], pack, data=warm)
+        sequential_s, packed_s, single_peak, packed_peak, largest = [], [], None, None, 0
+        for round_ in range(rounds):
+            for contender in ("sequential", "packed") if round_ % 2 == 0 else ("packed", "sequential"):
+                if contender == "sequential":
+                    single, single_peak, _ = _timed_with_peak(dev, train, configs[0], None, None, data)
+                    rest, _, _ = _timed_with_peak(dev, _train_each, configs[1:], data)
+                    sequential_s.append(single + rest)
+                else:
+                    seconds, packed_peak, runs = _timed_with_peak(dev, train_in_packs, configs, pack, None, None, data)
+                    packed_s.append(seconds)
+                    largest = max(run.history.pack_size for run in runs)
+        sequential, packed_median = statistics.median(sequential_s), statistics.median(packed_s)
+        rows.append(
+            PackTiming(
+                model, dataset, activation, str(dev), len(data.train), seeds, epochs, rounds, sequential,
+                packed_median, sequential / packed_median, largest, single_peak, packed_peak,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _train_each(configs: list[TrainConfig], data: Data) -> None:
+    from bru_core.training import train
+
+    for config in configs:
+        train(config, data=data)
+
+
+@dataclass
+class ConvPackingTiming:
+    model: str
+    # separate: K unpacked models, one step each (what K runs do); grouped / loop:
+    # bru_core.packed's two PackedConv2d strategies; vmap: torch.func over stacked members
+    strategy: str
+    seeds: int
+    device: str
+    ms_per_step: float  # all K members' step
+    ratio_to_separate: float
+
+
+def bench_conv_packing(
+    model: str = "lenet5", seeds: int = 8, batch_size: int = 128, steps: int = 10, rounds: int = 5, device: str = "cpu"
+) -> list[ConvPackingTiming]:
+    """One training step (forward, backward, SGD) of K members of a convolutional model,
+    four ways: K separate models, bru_core.packed's grouped convolution and its loop of
+    per-member convolutions, and torch.func's vmap over a functional call of the stacked
+    members (``stack_module_state``). With ELU, whose autograd vmap knows (ERU/ORU's
+    custom Function does not batch under vmap), so all four run the same maths."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from bru_core.data import dataset_shape
+    from bru_core.models import build_model
+    from bru_core.packed import PackedSequential
+
+    dev = resolve_device(device)
+    data = synthetic_data("mnist", n_train=batch_size)
+    members = [build_model(model, data.info, "elu", torch.Generator().manual_seed(s)).to(dev) for s in range(seeds)]
+    shape, n_classes = dataset_shape("mnist")
+    x = torch.randn(seeds, batch_size, *shape, device=dev)
+    y = torch.randint(0, n_classes, (seeds, batch_size), device=dev)
+
+    def sgd(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+    def summed_loss(out: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="sum") / batch_size
+
+    separate = [copy.deepcopy(m) for m in members]
+    separate_opts = [sgd(m.parameters()) for m in separate]
+
+    def separate_step() -> None:
+        for k, (member, opt) in enumerate(zip(separate, separate_opts, strict=True)):
+            loss = F.cross_entropy(member(x[k]), y[k])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def packed_step(strategy: str) -> Callable[[], None]:
+        packed = PackedSequential([copy.deepcopy(m) for m in members]).to(dev)
+        packed.use_conv_strategy(strategy)  # type: ignore[arg-type]
+        opt = sgd(packed.parameters())
+
+        def step() -> None:
+            loss = summed_loss(packed(x))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    params, buffers = stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    vmap_opt = sgd(params.values())
+
+    def member_forward(p: dict, b: dict, inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, b), (inputs,))
+
+    batched = vmap(member_forward)
+
+    def vmap_step() -> None:
+        loss = summed_loss(batched(params, buffers, x))
+        vmap_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        vmap_opt.step()
+
+    def timed(step: Callable[[], None]) -> Callable[[], float]:
+        def run() -> float:
+            _sync(dev)
+            started = time.perf_counter()
+            for _ in range(steps):
+                step()
+            _sync(dev)
+            return (time.perf_counter() - started) / steps
+
+        return run
+
+    steps_by_name = {
+        "separate": separate_step, "grouped": packed_step("grouped"), "loop": packed_step("loop"), "vmap": vmap_step,
+    }  # fmt: skip
+    runs = {name: timed(step) for name, step in steps_by_name.items()}
+    for run in runs.values():
+        run()
+    medians = _interleaved(runs, rounds)
+    return [
+        ConvPackingTiming(model, name, seeds, str(dev), seconds * 1e3, seconds / medians["separate"])
+        for name, seconds in medians.items()
+    ]
+
+
 # --------------------------------------------------------------------------- campaign cost
 
 # Standard training and test set sizes (digits: scikit-learn's 1,797 images, 20% test).
@@ -445,8 +663,10 @@ class CostEstimate:
     activation: str
     device: str
     seconds_per_epoch: float  # training split + one validation pass, full data set size
+    pack: int  # repeat seeds per pack, as repeats.pack gives them on this device
+    repeat_seconds_per_epoch: float  # the same per seed, trained in packs of ``pack``
     grid_hours: float  # the task's epochs once (one seed, no search)
-    campaign_hours: float  # (trials + seeds) x epochs: the spec as written, before pruning
+    campaign_hours: float  # trials unpacked + seeds in packs, x epochs: the spec as written, before pruning
 
 
 def estimate_campaign(
@@ -455,10 +675,14 @@ def estimate_campaign(
     """Device-hours of a campaign from measured step times: each task x activation trains
     ``batches`` batches of random images of the data set's shape (after warm-up batches),
     times one validation pass, and extrapolates to the full data set and the spec's
-    epochs. Pruning makes a real search cheaper; data loading and tracking are not counted."""
+    epochs; its repeat seeds are timed the same way as one pack (``repeats.pack``, on a
+    GPU as many as fit). Pruning makes a real search cheaper; data loading and tracking
+    are not counted."""
+    from bru_core.packed import PackedTrainer, pack_limit
+
     warm_cpu_kernels()
     dev = resolve_device(device)
-    runs_per_study = spec.search.trials + len(spec.repeats.seeds)
+    seeds = len(spec.repeats.seeds)
     rows = []
     for task in spec.tasks:
         n_train_full, _ = STANDARD_SIZES[task.dataset]
@@ -482,8 +706,21 @@ def estimate_campaign(
             n_train = round(n_train_full * (1 - config.val_fraction))
             n_val = n_train_full - n_train
             per_epoch = seconds_train / (batch * batches) * n_train + seconds_eval / len(data.val) * n_val
+            wanted = seeds if spec.repeats.pack == "auto" else min(seeds, spec.repeats.pack)
+            pack = pack_limit(config, data, wanted)
+            packed = PackedTrainer([config.model_copy(update={"seed": s}) for s in range(pack)], data)
+            packed.train_epoch(1)
+            packed_train = packed.train_epoch(2)[2]
+            _sync(dev)
+            started = time.perf_counter()
+            packed.evaluate(data.val)
+            _sync(dev)
+            packed_eval = time.perf_counter() - started
+            del packed
+            per_seed = (packed_train / (batch * batches) * n_train + packed_eval / len(data.val) * n_val) / pack
             grid = per_epoch * config.epochs / 3600
-            rows.append(CostEstimate(task.name, activation, str(dev), per_epoch, grid, grid * runs_per_study))
+            campaign = (spec.search.trials * per_epoch + seeds * per_seed) * config.epochs / 3600
+            rows.append(CostEstimate(task.name, activation, str(dev), per_epoch, pack, per_seed, grid, campaign))
     return rows
 
 

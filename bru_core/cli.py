@@ -139,7 +139,15 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="Weight decay (the paper uses none).")] = 0.0,
     batch_size: BatchOpt = 128,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: none, cosine or step.")] = "none",
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, batch order and augmentation.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of initialisation, batch order and augmentation (default 0).")
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train several seeds as one batched model (a pack), e.g. 0-7 or 1,3,5; mean ± sd and each seed."
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = "fp32",
     compile_model: Annotated[
@@ -157,19 +165,26 @@ def train(
         Path | None, typer.Option(help="Also write the full history (every epoch) to this JSON file.")
     ] = None,
 ) -> None:
-    """Train one model and report train, validation and test metrics."""
+    """Train one model (or, with --seeds, one pack of seeds) and report train, validation
+    and test metrics."""
     from bru_core.training import train as run_training
 
+    if seed is not None and seeds is not None:
+        raise ConfigError("--seed and --seeds: give one (--seeds trains several seeds as one pack)")
     config = _config(
         dict(
             dataset=dataset, model=model, activation=activation, epochs=epochs, lr=lr, optimizer=optimizer,
             momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, batch_size=batch_size,
-            schedule=schedule, seed=seed, device=device, precision=precision, val_fraction=val_fraction,
+            schedule=schedule, seed=seed or 0, device=device, precision=precision, val_fraction=val_fraction,
             augment=augment, test_every_epoch=test_every_epoch, data_dir=data_dir, download=download,
             compile=compile_model,
         )
     )  # fmt: skip
     _check_writable(history, "--history")
+    if seeds is not None:
+        from bru_core.packed import parse_seeds
+
+        return _train_pack([config.model_copy(update={"seed": s}) for s in parse_seeds(seeds)], json_output, history)
     with _progress() as progress:
         task = progress.add_task(f"epoch 1/{config.epochs}", total=None, status="")
 
@@ -213,6 +228,86 @@ def train(
     )
 
 
+FINAL_KEYS = ("train_loss", "val_loss", "val_error", "test_loss", "test_error", "error_quotient")
+
+
+def _train_pack(configs: list, json_output: bool, history: Path | None) -> int:
+    """bru train --seeds: one pack, then each member's final metrics and their mean ± sd.
+    Exit code 1 if a member diverged (the others are reported all the same)."""
+    from bru_core.packed import train_in_packs
+
+    config = configs[0]
+    with _progress() as progress:
+        task = progress.add_task(f"{len(configs)} seeds, epoch 1/{config.epochs}", total=None, status="")
+
+        def on_batch(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_epoch(seed: int, record) -> None:  # called once per member: the same epoch
+            nxt = min(record.epoch + 1, config.epochs)
+            progress.update(task, description=f"{len(configs)} seeds, epoch {nxt}/{config.epochs}", completed=0)
+
+        members = train_in_packs(configs, on_epoch=on_epoch, on_batch=on_batch)
+    if history is not None:
+        payload = {
+            "members": [{**m.history.to_dict(), "diverged": str(m.diverged) if m.diverged else None} for m in members]
+        }
+        _write_atomically(history, json.dumps(payload, indent=1))
+    finished = [m for m in members if m.finished]
+    rows = [
+        {"seed": m.seed, "status": "finished" if m.finished else "diverged", **(m.history.summary() if m.finished else {}),
+         "failure": None if m.finished else str(m.diverged)}
+        for m in members
+    ]  # fmt: skip
+    values = {
+        key: [m.history.final[key] for m in finished if m.history.final.get(key) is not None] for key in FINAL_KEYS
+    }
+    mean = {k: statistics.mean(v) if v else None for k, v in values.items()}
+    sd = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
+    seconds = sum(m.history.seconds for m in members)
+    pack_sizes = sorted({m.history.pack_size for m in members})
+    if json_output:
+        _print_json(
+            {"activation": config.activation, "model": config.model, "dataset": config.dataset,
+             "seeds": [c.seed for c in configs], "finished": len(finished), "mean": mean, "sd": sd,
+             "members": rows, "seconds": seconds, "pack_sizes": pack_sizes}
+        )  # fmt: skip
+    else:
+        device = members[0].history.device
+        table = Table(
+            title=f"{config.dataset}/{config.model} {config.activation}: {len(configs)} seeds as one pack ({device})"
+        )
+        for column in ("seed", "train loss", "val error", "test loss", "test error", "error quotient"):
+            table.add_column(column, justify="right")
+        for m in members:
+            if not m.finished:
+                table.add_row(str(m.seed), f"diverged: {m.diverged}", "", "", "", "")
+                continue
+            f = m.history.final
+            table.add_row(str(m.seed), _num(f["train_loss"]), _pct(f["val_error"]), _num(f["test_loss"]),
+                          _pct(f["test_error"]), _num(f["error_quotient"], 2))  # fmt: skip
+        table.add_row(
+            "mean ± sd", _mean_sd(values["train_loss"], _num), _mean_sd(values["val_error"], _pct),
+            _mean_sd(values["test_loss"], _num), _mean_sd(values["test_error"], _pct),
+            _mean_sd(values["error_quotient"], lambda v: f"{v:.2f}"),
+        )  # fmt: skip
+        table.rows[-2].end_section = True  # a rule between the seeds and their mean
+        out.print(table)
+        out.print(
+            f"{len(finished)} of {len(configs)} seeds finished; {config.epochs} epochs in {seconds:.1f} s "
+            f"(packs of {', '.join(map(str, pack_sizes))})"
+        )
+    diverged = [m for m in members if not m.finished]
+    if diverged:
+        err.print(
+            f"error: training diverged for seed(s) {', '.join(str(m.seed) for m in diverged)} "
+            f"({diverged[0].diverged}); try a lower --lr",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        return 1
+    return 0
+
+
 # --------------------------------------------------------------------------- compare
 
 
@@ -245,8 +340,10 @@ def compare(
     """Train the same model with several activations and the same hyperparameters, side by side.
 
     Nothing is tuned here: every activation gets the same learning rate. The campaign
-    (search per activation with an equal budget) is the fair comparison."""
-    from bru_core.training import train as run_training
+    (search per activation with an equal budget) is the fair comparison. Each
+    activation's seeds train as one pack (one batched model; each seed the run it would
+    be alone)."""
+    from bru_core.packed import train_in_packs
 
     specs = activation or ["relu", "elu", "eru:2", "oru:3"]
     if seeds < 1:
@@ -266,10 +363,14 @@ def compare(
     results: dict[str, list] = {name: [] for name in names}
     with _progress() as progress:
         task = progress.add_task("training", total=len(configs) * epochs, status="")
-        for config in configs:
-            progress.update(task, status=f"{config.activation} seed {config.seed}")
-            history = run_training(config, on_epoch=lambda _: progress.advance(task), data=data)
-            results[config.activation].append(history)
+        for name, start in zip(names, range(0, len(configs), seeds), strict=True):
+            # an activation's seeds as one pack (bru_core.packed): the same runs, batched
+            progress.update(task, status=f"{name}, {seeds} seed(s)")
+            pack = train_in_packs(configs[start : start + seeds], on_epoch=lambda *_: progress.advance(task), data=data)
+            for member in pack:
+                if not member.finished:
+                    raise member.diverged  # type: ignore[misc]
+                results[name].append(member.history)
     rows = []
     for name, histories in results.items():
         finals = [h.final for h in histories]
@@ -306,7 +407,7 @@ def compare(
     out.print(
         f"{info.name}: {info.n_train} train / {info.n_val} validation / {info.n_test} test examples. "
         "Errors are final; the error quotient is test loss / train loss (over-fitting). "
-        "Untuned: one learning rate for every activation."
+        "Untuned: one learning rate for every activation. s/epoch: each seed's share of its pack's time."
     )
 
 
@@ -1335,6 +1436,44 @@ def bench_models_cmd(
         raise ConfigError("--batches: must be at least 1")
     rows = as_dicts(bench_models(batches=batches, device=device))
     _bench_table(rows, "training throughput per model (relu, batch 128)", json_output)
+
+
+@bench_app.command("packed")
+def bench_packed_cmd(
+    models: Annotated[str, typer.Option(help="Comma list of models.")] = "mlp4,lenet5,sae",
+    dataset: DatasetOpt = "mnist",
+    activation: Annotated[str, typer.Option("--activation", "-a", help="The activation every run uses.")] = "eru:2",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds K: K runs one after another against one pack of K.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of every run.")] = 1,
+    n_train: Annotated[
+        int | None, typer.Option(min=1, help="Train on the first N training images (default: all).")
+    ] = None,
+    pack: Annotated[int | None, typer.Option(min=1, help="Members per pack (default: as many as fit).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; the medians are reported.")] = 3,
+    synthetic: Annotated[
+        bool, typer.Option(help="Random images of the data set's shape and size (no data needed; times only).")
+    ] = False,
+    conv: Annotated[
+        bool, typer.Option(help="Also time grouped convolutions against torch.func's vmap (lenet5, one step).")
+    ] = True,
+    device: DeviceOpt = "cpu",
+    data_dir: DataDirOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Seeds packed into one batched model against the same seeds one after another."""
+    from bru_core.bench import as_dicts, bench_conv_packing, bench_packed
+
+    chosen = _comma_list(models)
+    rows = as_dicts(
+        bench_packed(chosen, dataset, activation, seeds, epochs, device, data_dir, n_train, pack, rounds, synthetic)
+    )
+    conv_rows = as_dicts(bench_conv_packing(seeds=seeds, device=device)) if conv else []
+    if json_output:
+        _print_json({"packed": rows, "conv_packing": conv_rows})
+        return
+    _bench_table(rows, f"{seeds} seeds of one configuration: one after another vs packed", False)
+    if conv_rows:
+        _bench_table(conv_rows, "packing convolutions: one training step of K lenet5 members (elu)", False)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -24,10 +24,30 @@ def test_estimate_smoke_json(capsys):
     rows = json.loads(out.strip().splitlines()[-1])
     *studies, total = rows
     assert [(r["task"], r["activation"]) for r in studies] == [("digits/mlp4", "relu"), ("digits/mlp4", "eru:2")]
-    assert all(
-        r["seconds_per_epoch"] > 0 and r["campaign_hours"] == pytest.approx(5 * r["grid_hours"]) for r in studies
-    )
+    for r in studies:  # 3 trials unpacked, the 2 repeat seeds as one pack
+        assert r["seconds_per_epoch"] > 0 and r["pack"] == 2 and r["repeat_seconds_per_epoch"] > 0
+        per_epoch_hours = r["grid_hours"] / r["seconds_per_epoch"]
+        expected = (3 * r["seconds_per_epoch"] + 2 * r["repeat_seconds_per_epoch"]) * per_epoch_hours
+        assert r["campaign_hours"] == pytest.approx(expected)
     assert total["task"] == "total" and total["grid_hours"] == pytest.approx(sum(r["grid_hours"] for r in studies))
+
+
+def test_bench_packed_json(capsys):
+    code, out, _ = run(
+        capsys, "bench", "packed", "--dataset", "digits", "--synthetic", "--models", "mlp2,lenet5", "--seeds", "2",
+        "--rounds", "1", "--n-train", "256", "--json",
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert [(r["model"], r["seeds"], r["pack"], r["n_train"]) for r in result["packed"]] == [
+        ("mlp2", 2, 2, 256), ("lenet5", 2, 2, 256)
+    ]  # fmt: skip
+    for r in result["packed"]:
+        assert r["sequential_s"] > 0 and r["packed_s"] > 0
+        assert r["speedup"] == pytest.approx(r["sequential_s"] / r["packed_s"])
+        assert r["single_peak_mb"] is None  # measured on CUDA only
+    assert [r["strategy"] for r in result["conv_packing"]] == ["separate", "grouped", "loop", "vmap"]
+    assert result["conv_packing"][0]["ratio_to_separate"] == 1
 
 
 @pytest.mark.parametrize(
@@ -36,6 +56,8 @@ def test_estimate_smoke_json(capsys):
         (["estimate", SMOKE, "--precision", "fp16"], "--precision: must be fp32 or bf16"),
         (["estimate", SMOKE, "--batches", "0"], "--batches: must be at least 1"),
         (["estimate", "missing.yaml"], "missing.yaml"),
+        (["packed", "--seeds", "0"], "--seeds"),
+        (["packed", "--models", "mlp99x", "--dataset", "digits"], "model: unknown model 'mlp99x'"),
         (["scale", "--workers", "1,0"], "--workers: '0' is not a worker count"),
         (["scale", "--trials", "0"], "--trials and --threads: must be at least 1"),
         (

@@ -52,6 +52,61 @@ def test_train_prints_a_table_and_writes_the_history(capsys, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_train_seeds_trains_one_pack_and_reports_each_seed_and_the_mean(capsys, tmp_path):
+    history = tmp_path / "pack.json"
+    code, out, _ = run(
+        capsys, "train", "-a", "eru:2", "--epochs", "2", "--seeds", "0-2", "--json", "--history", str(history)
+    )
+    assert code == 0
+    pack = json.loads(out.strip().splitlines()[-1])
+    assert pack["seeds"] == [0, 1, 2] and pack["finished"] == 3 and pack["pack_sizes"] == [3]
+    errors = [m["test_error"] for m in pack["members"]]
+    assert pack["mean"]["test_error"] == pytest.approx(sum(errors) / 3)
+    assert [m["epochs"] for m in json.loads(history.read_text())["members"]] != []
+    # a member is the run `bru train --seed 1` trains
+    code, out, _ = run(capsys, "train", "-a", "eru:2", "--epochs", "2", "--seed", "1", "--json")
+    alone = json.loads(out.strip().splitlines()[-1])
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert pack["members"][1][key] == pytest.approx(alone[key], rel=1e-4)
+    code, out, _ = run(capsys, "train", "--epochs", "1", "--seeds", "4,2")
+    assert code == 0 and "2 seeds as one pack" in out and "mean ± sd" in out and "2 of 2 seeds finished" in out
+
+
+def test_train_seeds_reports_a_diverged_seed_and_the_others(capsys, monkeypatch):
+    import bru_core.packed as packed
+
+    real_stop = packed.PackedTrainer._stop_diverged
+
+    def stop_diverged(self, epoch, batch_losses):  # seed 1's loss is NaN at batch 2 of epoch 1
+        for position, m in enumerate(self.active):
+            if self.members[m].seed == 1 and epoch == 1:
+                batch_losses[1, position] = float("nan")
+        real_stop(self, epoch, batch_losses)
+
+    monkeypatch.setattr(packed.PackedTrainer, "_stop_diverged", stop_diverged)
+    code, out, err = run(capsys, "train", "--epochs", "2", "--seeds", "0-2", "--json")
+    pack = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and pack["finished"] == 2
+    assert [m["status"] for m in pack["members"]] == ["finished", "diverged", "finished"]
+    assert "epoch 1, batch 2" in pack["members"][1]["failure"]
+    line = _one_error_line(err)
+    assert "training diverged for seed(s) 1" in line and "--lr" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "3-1"], "--seeds: '3-1' runs backwards"),
+        (["--seeds", "a-b"], "--seeds: 'a-b' is not a list of seeds"),
+        (["--seeds", "1,1"], "--seeds: '1,1' must name distinct seeds"),
+        (["--seed", "1", "--seeds", "0-2"], "--seed and --seeds: give one"),
+    ],
+)
+def test_train_bad_seeds_is_one_line_and_exit_2(capsys, argv, message):
+    code, _, err = run(capsys, "train", *argv)
+    assert code == 2 and message in _one_error_line(err)
+
+
 @pytest.mark.parametrize(
     ("argv", "names"),
     [
