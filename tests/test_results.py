@@ -296,6 +296,23 @@ def test_a_changed_spec_under_the_same_name_is_refused(bru_home):
             tracker.record_campaign(changed.name, changed.model_dump(mode="json"), changed.protocol())
         same = parse_spec({**SPEC, "name": "changing", "description": "only the words changed"})
         tracker.record_campaign(same.name, same.model_dump(mode="json"), same.protocol())
+        # how the seeds run is not what they compute: another pack size resumes the campaign
+        repacked = parse_spec({**SPEC, "name": "changing", "repeats": {**SPEC.get("repeats", {}), "pack": 2}})
+        tracker.record_campaign(repacked.name, repacked.model_dump(mode="json"), repacked.protocol())
+
+
+def test_a_spec_recorded_before_repeats_pack_existed_digests_as_it_did():
+    from bru_core.tracking import spec_digest
+
+    dumped = parse_spec({**SPEC, "name": "old"}).model_dump(mode="json")
+    before = {**dumped, "repeats": {k: v for k, v in dumped["repeats"].items() if k != "pack"}}
+    assert "pack" in dumped["repeats"] and "pack" not in before["repeats"]
+    assert (
+        spec_digest(dumped)
+        == spec_digest(before)
+        == spec_digest({**dumped, "repeats": {**dumped["repeats"], "pack": 5}})
+    )
+    assert spec_digest(dumped) != spec_digest({**dumped, "repeats": {**dumped["repeats"], "seeds": [1, 2]}})
 
 
 # --------------------------------------------------------------------------- the store itself
