@@ -58,6 +58,7 @@ from bru_core.training import (
     _optimizer,
     _scheduler,
     _seeds,
+    device_and_data,
     prepare_data,
     resolve_device,
 )
@@ -297,14 +298,7 @@ class PackedTrainer:
         self.configs = configs = [TrainConfig.parse(c) for c in configs]
         check_pack(configs)
         config = self.config = configs[0]
-        self.device = device = resolve_device(config.device)
-        if config.precision == "bf16" and device.type != "cuda":
-            raise ConfigError("precision: bf16 autocast needs a CUDA device; use fp32 on the CPU")
-        if data is None:
-            data = prepare_data(config, device)
-        elif data.device != device:
-            data = data.to(device)
-        self.data = data
+        self.device, self.data = device, data = device_and_data(config, data)  # as an unpacked run
         self.kind = model_kind(config.model)
         self.reconstruction = self.kind.objective == "reconstruction"
         models, self.members = [], []

@@ -183,19 +183,23 @@ EpochCallback = Callable[[EpochRecord], None]
 BatchCallback = Callable[[int, int], None]  # (batch done, batches per epoch)
 
 
+def device_and_data(config: TrainConfig, data: Data | None) -> tuple[torch.device, Data]:
+    """The run's device (bf16 autocast needs CUDA) and its data there: ``data`` moved, or
+    loaded as the config says."""
+    device = resolve_device(config.device)
+    if config.precision == "bf16" and device.type != "cuda":
+        raise ConfigError("precision: bf16 autocast needs a CUDA device; use fp32 on the CPU")
+    if data is None:
+        return device, prepare_data(config, device)
+    return device, data if data.device == device else data.to(device)
+
+
 class Trainer:
     """The state of one run (model, optimiser, generators), advanced an epoch at a time."""
 
     def __init__(self, config: TrainConfig | Mapping[str, Any], data: Data | None = None) -> None:
         self.config = config = TrainConfig.parse(config)
-        self.device = device = resolve_device(config.device)
-        if config.precision == "bf16" and device.type != "cuda":
-            raise ConfigError("precision: bf16 autocast needs a CUDA device; use fp32 on the CPU")
-        if data is None:
-            data = prepare_data(config, device)
-        elif data.device != device:
-            data = data.to(device)
-        self.data = data
+        self.device, self.data = device, data = device_and_data(config, data)
         self.kind = model_kind(config.model)
         self.objective = _Objective(self.kind.objective)
         init_seed, order_seed, augment_seed = _seeds(config.seed)
