@@ -132,13 +132,15 @@ def train(
         str, typer.Option("--activation", "-a", help="relu, elu, eru:2, oru:3>2, ... (bru activations).")
     ] = "relu",
     epochs: EpochsOpt = 10,
-    lr: LrOpt = 0.02,
+    lr: LrOpt = 0.03,
     optimizer: OptimizerOpt = "sgd",
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum (sgd).")] = False,
+    nesterov: Annotated[
+        bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (default: on for sgd).")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="Weight decay (the paper uses none).")] = 0.0,
     batch_size: BatchOpt = 128,
-    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: none, cosine or step.")] = "none",
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: none, cosine or step.")] = "cosine",
     seed: Annotated[
         int | None, typer.Option(help="Seed of initialisation, batch order and augmentation (default 0).")
     ] = None,
@@ -166,7 +168,11 @@ def train(
     ] = None,
 ) -> None:
     """Train one model (or, with --seeds, one pack of seeds) and report train, validation
-    and test metrics."""
+    and test metrics.
+
+    The defaults (SGD with Nesterov momentum 0.9, lr 0.03 annealed by a cosine, batch 128)
+    are a recipe for a quick standalone run: mlp4 with ORU r = 3 reaches 2.3-2.6% test error
+    on real MNIST in 5 epochs (seeds 0-3). A campaign's training values come from its spec."""
     from bru_core.training import train as run_training
 
     if seed is not None and seeds is not None:
@@ -174,7 +180,9 @@ def train(
     config = _config(
         dict(
             dataset=dataset, model=model, activation=activation, epochs=epochs, lr=lr, optimizer=optimizer,
-            momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, batch_size=batch_size,
+            momentum=momentum,
+            nesterov=optimizer == "sgd" and momentum > 0 if nesterov is None else nesterov,
+            weight_decay=weight_decay, batch_size=batch_size,
             schedule=schedule, seed=seed or 0, device=device, precision=precision, val_fraction=val_fraction,
             augment=augment, test_every_epoch=test_every_epoch, data_dir=data_dir, download=download,
             compile=compile_model,
