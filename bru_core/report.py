@@ -22,7 +22,7 @@ from scipy import stats as sps
 
 from bru_core.errors import BruError
 from bru_core.results import ResultsStore
-from bru_core.settings import Settings, get_settings
+from bru_core.settings import Settings, get_settings, shown_url
 from bru_core.stats import ALPHA, METRICS, TRAIN_LOSS_FLOOR, MetricInfo, holm_family
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
@@ -383,7 +383,7 @@ def write_report(campaign: str, out: Path, settings: Settings | None = None) -> 
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
     parts: list[str] = [f"<h1>bru-lab report: campaign {html.escape(campaign)}</h1>"]
     parts.append(f"<p>Aggregated {html.escape(info.aggregated_at.isoformat() if hasattr(info.aggregated_at, 'isoformat') else str(info.aggregated_at))} "
-                 f"by bru-lab {html.escape(info.bru_version)} from MLflow {html.escape(info.tracking_uri)} (experiment {html.escape(info.mlflow_experiment_id)}).</p>")  # fmt: skip
+                 f"by bru-lab {html.escape(info.bru_version)} from MLflow {html.escape(shown_url(info.tracking_uri, settings.home_path))} (experiment {html.escape(info.mlflow_experiment_id)}).</p>")  # fmt: skip
     parts.append(
         "<h2>Protocol</h2><ul>"
         + "".join(f"<li>{html.escape(line)}</li>" for line in info.protocol.splitlines())

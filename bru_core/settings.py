@@ -73,8 +73,14 @@ def get_settings(**overrides: object) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def shown_url(url: str) -> str:
-    """A store URL as it may be printed or logged: any password replaced by ***."""
+def shown_url(url: str, home: Path | None = None) -> str:
+    """A store URL as it may be printed or logged: any password replaced by ***, and, with
+    `home`, a store under that folder named relative to it (``sqlite:///$BRU_HOME/mlflow.db``)
+    so that a published page carries no path of the machine it ran on."""
+    if home is not None:
+        prefix = f"sqlite:///{home}/"
+        if url.startswith(prefix):
+            return "sqlite:///$BRU_HOME/" + url[len(prefix) :]
     try:
         parts = urlsplit(url)
     except ValueError:
