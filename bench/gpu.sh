@@ -49,4 +49,13 @@ step packed-convpool "${BRU[@]}" bench packed --device cuda --synthetic --datase
 step estimate-paper-bf16 "${BRU[@]}" bench estimate configs/paper.yaml --device cuda --precision bf16 --batches 50 --json
 step estimate-paper-bf16-compiled "${BRU[@]}" bench estimate configs/paper.yaml --device cuda --precision bf16 --compile \
     --batches 50 --json
+# the measured cost of the full experiment, in one line per precision
+for name in estimate-paper-bf16 estimate-paper-bf16-compiled; do
+    [ -s "$OUT/$name.json" ] && "$PY" - "$OUT/$name.json" "$name" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+hours = sum(row["campaign_hours"] for row in rows)
+print(f"{sys.argv[2]}: configs/paper.yaml costs {hours:.1f} GPU-hours as written (before pruning; one row per study in the JSON)")
+PY
+done
 exit $failed
