@@ -671,7 +671,8 @@ def results(
         str, typer.Option(help="summary, evaluations, comparisons, rankings, studies, curves, tasks or campaigns.")
     ] = "summary",
     output_format: Annotated[
-        str, typer.Option("--format", help="table, json (one list on the last line) or csv.")
+        str,
+        typer.Option("--format", help="table, json (one list on the last line), csv, or markdown (for docs)."),
     ] = "table",
     home: HomeOpt = None,
     results_url: ResultsOpt = None,
@@ -682,8 +683,8 @@ def results(
 
     if what not in WHAT:
         raise ConfigError(f"--what: {what!r} is not one of {', '.join(WHAT)}")
-    if output_format not in ("table", "json", "csv"):
-        raise ConfigError(f"--format: {output_format!r} is not one of table, json, csv")
+    if output_format not in ("table", "json", "csv", "markdown"):
+        raise ConfigError(f"--format: {output_format!r} is not one of table, json, csv, markdown")
     settings = get_settings(home=home, results_url=results_url)
     if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
         raise ConfigError(
@@ -706,13 +707,18 @@ def results(
         out.print("no rows", highlight=False)
         return
     columns = (["campaign"] if campaign is None and what != "campaigns" else []) + list(BRIEF[what])
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    if output_format == "markdown":  # a GitHub table of the same columns, to paste into docs
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "|".join(" ---: " if isinstance(rows[0][c], (int, float)) else " --- " for c in columns) + "|")
+        for row in rows:
+            print("| " + " | ".join(cell(row[c]).replace("|", "\\|") for c in columns) + " |")
+        return
     table = Table(title=f"{what}" + (f" of {campaign}" if campaign else ""))
     for column in columns:
         table.add_column(column, justify="right" if isinstance(rows[0][column], (int, float)) else "left")
     for row in rows:
-        table.add_row(
-            *(f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in (row[c] for c in columns))
-        )
+        table.add_row(*(cell(row[c]) for c in columns))
     out.print(table)
 
 

@@ -577,6 +577,17 @@ def test_store_urls_are_printed_without_their_password(url, shown):
     assert shown_url(url) == shown
 
 
+def test_a_published_page_names_a_store_under_home_relative_to_it():
+    """A report names its MLflow store as $BRU_HOME/..., not the path of the machine it
+    ran on; a store elsewhere, or a server, is shown as it is (password masked)."""
+    from bru_core.settings import shown_url
+
+    home = Path("/srv/lab/home")
+    assert shown_url("sqlite:////srv/lab/home/mlflow.db", home) == "sqlite:///$BRU_HOME/mlflow.db"
+    assert shown_url("sqlite:////srv/lab/homework/mlflow.db", home) == "sqlite:////srv/lab/homework/mlflow.db"
+    assert shown_url("http://u:pw@mlflow:5000", home) == "http://u:***@mlflow:5000"
+
+
 def test_a_store_that_cannot_be_opened_does_not_print_its_password(tmp_path, capsys):
     from bru_core.cli import main
 

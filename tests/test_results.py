@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from bru_core.aggregate import aggregate, comparison_pairs
 from bru_core.cli import main
 from bru_core.errors import BruError
-from bru_core.results import Campaign, Evaluation, ResultsStore, load, now
+from bru_core.results import BRIEF, Campaign, Evaluation, ResultsStore, load, now
 from bru_core.search import run_repeats, run_study
 from bru_core.settings import get_settings
 from bru_core.spec import parse_spec
@@ -227,6 +227,15 @@ def test_bru_results_json_csv_and_table(settings, capsys):
     assert lines[0].startswith("campaign,task,activation,metric") and len(lines) == 1 + 6
     assert main(["results", "--what", "rankings"]) == 0
     assert "primary" in capsys.readouterr().out
+    # markdown: the table's columns as a GitHub table, for docs
+    assert main(["results", "--campaign", "ev", "--what", "comparisons", "--metric", "test_error",
+                 "--format", "markdown"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| " + " | ".join(BRIEF["comparisons"]) + " |"
+    expected_rows = [r for r in rows if r["metric"] == "test_error"]
+    assert lines[1].startswith("| --- | --- |") and len(lines) == 2 + len(expected_rows)
+    cells = len(BRIEF["comparisons"])
+    assert all(line.startswith("| digits/") and line.count(" | ") == cells - 1 for line in lines[2:])
 
 
 @pytest.mark.parametrize(
