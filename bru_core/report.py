@@ -372,15 +372,32 @@ def write_report(campaign: str, out: Path, settings: Settings | None = None) -> 
     """Write ``report.html`` and its PNGs into ``out`` (atomically replacing an older
     report); returns the HTML path."""
     settings = settings or get_settings()
+    out = out.resolve()  # `--out .` names the working directory, whose .name is empty
+    report_path_error(out)
     with ResultsStore(settings.results) as store:
         info = store.campaign(campaign)
         get = lambda what: store.records(what, campaign)  # noqa: E731
         tasks, studies, evaluations, summaries = get("tasks"), get("studies"), get("evaluations"), get("summary")
         comparisons, rankings, curves = get("comparisons"), get("rankings"), get("curves")
-    activations = [a.strip().lower() for a in info.spec["activations"]]
-    labels = list(dict.fromkeys(s["activation"] for s in summaries)) or activations
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+    try:
+        _render(
+            campaign, info, settings, staging, tasks, studies, evaluations, summaries, comparisons, rankings, curves
+        )
+        _swap_in(staging, out)
+    finally:
+        if staging.exists():  # a failure before the swap leaves no half-written folder behind
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return out / "report.html"
+
+
+def _render(campaign, info, settings, staging, tasks, studies, evaluations, summaries, comparisons, rankings, curves):
+    """report.html, its PNGs and the marker, into the staging folder."""
+    activations = [a.strip().lower() for a in info.spec["activations"]]
+    labels = list(dict.fromkeys(s["activation"] for s in summaries)) or activations
     parts: list[str] = [f"<h1>bru-lab report: campaign {html.escape(campaign)}</h1>"]
     parts.append(f"<p>Aggregated {html.escape(info.aggregated_at.isoformat() if hasattr(info.aggregated_at, 'isoformat') else str(info.aggregated_at))} "
                  f"by bru-lab {html.escape(info.bru_version)} from MLflow {html.escape(shown_url(info.tracking_uri, settings.home_path))} (experiment {html.escape(info.mlflow_experiment_id)}).</p>")  # fmt: skip
@@ -481,19 +498,46 @@ def write_report(campaign: str, out: Path, settings: Settings | None = None) -> 
                               fmt_p(r["friedman_p"]), fmt_value("x", r["critical_difference"], 3), r["note"]] for r in primary]))  # fmt: skip
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>bru-lab {html.escape(campaign)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     (staging / "report.html").write_text(page, encoding="utf-8")
-    # Swap the new report in whole: a reader never sees half of one.
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        os.replace(out, old)
-        os.replace(staging, out)
-        import shutil
+    (staging / REPORT_MARKER).write_text(f"bru-lab report of campaign {campaign}; bru replaces this folder whole\n")
 
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+
+# A folder bru wrote a report into says so with this file; only such a folder (or an empty
+# one, or one from before the marker holding nothing but report.html and PNGs) is ever
+# replaced, so `--out ~/thesis` is refused rather than emptied.
+REPORT_MARKER = ".bru-report"
+
+
+def _is_replaceable(folder: Path) -> bool:
+    entries = list(folder.iterdir())
+    ours = [e for e in entries if e.is_file() and (e.name in ("report.html", REPORT_MARKER) or e.suffix == ".png")]
+    return len(ours) == len(entries) and (not entries or any(e.name in ("report.html", REPORT_MARKER) for e in ours))
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the staged report at ``out``: a reader never sees half of one."""
+    import shutil
+
+    report_path_error(out)  # again: the folder may have changed since the command checked it
+    if not out.exists():
         os.replace(staging, out)
-    return out / "report.html"
+        return
+    if not any(out.iterdir()):  # an empty folder (perhaps the working directory): fill it, page last
+        for item in sorted(staging.iterdir(), key=lambda p: p.name == "report.html"):
+            os.replace(item, out / item.name)
+        staging.rmdir()
+        return
+    old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=out.parent))
+    os.replace(out, old)  # onto the empty folder just made: a name nobody else holds
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def report_path_error(out: Path) -> None:
+    """BruError unless ``out`` may receive a report: absent, empty, or a report bru wrote."""
     if out.exists() and not out.is_dir():
         raise BruError(f"--out: {out} is a file; give a folder for the report")
+    if out.is_dir() and not _is_replaceable(out):
+        raise BruError(
+            f"--out: {out} holds files bru did not write (no {REPORT_MARKER} in it) and would be replaced whole; "
+            "give a new or empty folder, or the folder of an earlier report"
+        )

@@ -197,6 +197,55 @@ def test_report_has_every_plot_and_a_sentence_per_pair(settings, tmp_path):
 
 
 @pytest.mark.slow
+def test_report_refuses_a_folder_bru_did_not_write(settings, tmp_path, capsys):
+    """`--out ~/thesis` must not empty a thesis: one line, exit 2, every file kept, and no
+    staging folder left beside it; the same for a report folder someone added a file to."""
+    aggregate("ev", settings, report=False)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter.tex").write_text("years of work")
+    ours = tmp_path / "ours"
+    assert main(["report", "--campaign", "ev", "--out", str(ours)]) == 0
+    (ours / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    for folder in (thesis, ours):
+        before = sorted(p.name for p in folder.iterdir())
+        code = main(["report", "--campaign", "ev", "--out", str(folder)])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2 and len(err) == 1 and "--out" in err[0] and ".bru-report" in err[0], err
+        assert sorted(p.name for p in folder.iterdir()) == before
+    assert (thesis / "chapter.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "thesis"]
+
+
+@pytest.mark.slow
+def test_report_replaces_only_its_own_folder_and_writes_into_the_working_directory(
+    settings, tmp_path, monkeypatch, capsys
+):
+    aggregate("ev", settings, report=False)
+    folder = tmp_path / "r"
+    assert main(["report", "--campaign", "ev", "--out", str(folder)]) == 0
+    assert (folder / ".bru-report").is_file()
+    (folder / "forest.png").write_bytes(b"stale")
+    assert main(["report", "--campaign", "ev", "--out", str(folder)]) == 0  # its own: replaced whole
+    _png_ok(folder / "forest.png")
+    legacy = tmp_path / "legacy"  # written before the marker: report.html and PNGs only
+    legacy.mkdir()
+    (legacy / "report.html").write_text("old")
+    (legacy / "forest.png").write_bytes(b"old")
+    assert main(["report", "--campaign", "ev", "--out", str(legacy)]) == 0
+    assert "bru-lab report" in (legacy / "report.html").read_text()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["report", "--campaign", "ev", "--out", "."]) == 0  # empty: filled in place
+    assert (here / "report.html").is_file() and Path.cwd() == here
+    assert main(["report", "--campaign", "ev", "--out", "."]) == 0  # now a report: replaced
+    assert (here / "report.html").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+
+
+@pytest.mark.slow
 def test_aggregate_logs_the_report_to_the_campaign_in_mlflow(settings):
     result = aggregate("ev", settings)
     assert Path(result.report_dir, "report.html").exists()
