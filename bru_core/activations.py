@@ -304,7 +304,7 @@ _BUILTIN: dict[str, ActivationFactory] = {
 _REGISTRY: dict[str, ActivationFactory] = dict(_BUILTIN)
 RADIX_FAMILIES: dict[str, type[_RadixUnit]] = {"eru": ERU, "oru": ORU}
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def known_activations() -> list[str]:
@@ -315,7 +315,7 @@ def known_activations() -> list[str]:
 def register_activation(name: str, factory: ActivationFactory) -> None:
     """Add a user activation to the registry (give its class an init rule too, see
     bru_core.initialisation.register_init_rule)."""
-    if not _NAME.match(name) or name in RADIX_FAMILIES:
+    if not _NAME.fullmatch(name) or name in RADIX_FAMILIES:
         raise ValueError(f"activation name {name!r} must be lower-case letters, digits and _, not eru/oru")
     _REGISTRY[name] = factory
 

@@ -39,7 +39,7 @@ from bru_core.initialisation import initialise
 
 MLP_WIDTH = 128
 SAE_WIDTHS = (1000, 500, 250, 30, 250, 500, 1000)
-_MLP = re.compile(r"^mlp(\d+)$")
+_MLP = re.compile(r"mlp(\d+)")
 MAX_MLP_DEPTH = 32
 
 
@@ -119,7 +119,7 @@ MODELS = ("mlp4", "mlp5", "mlp6", "mlp7", "mlp8", *_FIXED)
 
 def model_kind(name: str) -> ModelKind:
     """The model table entry for a name; ConfigError lists the known names."""
-    match = _MLP.match(name)
+    match = _MLP.fullmatch(name)
     if match and 1 <= int(match.group(1)) <= MAX_MLP_DEPTH:
         return ModelKind(name, "classification", _mlp(int(match.group(1))))
     if name in _FIXED:

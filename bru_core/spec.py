@@ -57,7 +57,7 @@ SEARCHABLE = (
 SHAPE_PARAMETERS = ("radix",)
 TASK_FIELDS = ("dataset", "model", "epochs")
 NOT_IN_SPEC = ("activation", "seed", "data_dir", "download", "test_every_epoch")  # set per run by bru
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
 class SpecError(ConfigError):
@@ -235,7 +235,7 @@ class CampaignSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError("must be lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
         return name
 
@@ -559,7 +559,7 @@ def _at(path: str, message: str) -> _FieldError:
     return _FieldError(path, message)
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -568,7 +568,7 @@ def _loc(parts: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            key = part if _PLAIN_KEY.match(str(part)) else repr(str(part))  # one line, whatever the key
+            key = part if _PLAIN_KEY.fullmatch(str(part)) else repr(str(part))  # one line, whatever the key
             text += f".{key}" if text else key
     return text
 

@@ -472,3 +472,5 @@ def test_register_a_user_activation():
         register_activation("eru", Square)
     with pytest.raises(ValueError):
         register_activation("Bad Name", Square)
+    with pytest.raises(ValueError):  # `$` matches before a final newline; a full match does not
+        register_activation("square_two\n", Square)

@@ -77,7 +77,7 @@ def test_any_mlp_depth():
     assert parameter_count(net) == 784 * 128 + 128 + 128 * 128 + 128 + 1290
 
 
-@pytest.mark.parametrize("name", ["mlp0", "mlp99", "resnet", "", "MLP4"])
+@pytest.mark.parametrize("name", ["mlp0", "mlp99", "resnet", "", "MLP4", "mlp4\n"])
 def test_unknown_model_lists_the_known_ones(name):
     with pytest.raises(ConfigError, match="model: unknown model") as info:
         model_kind(name)

@@ -600,6 +600,7 @@ BAD = [
     pytest.param([setv("name", "Quick")], "name:", "lower-case", id="name-upper-case"),
     pytest.param([setv("name", "my run")], "name:", "lower-case", id="name-with-space"),
     pytest.param([setv("name", "")], "name:", "lower-case", id="name-empty"),
+    pytest.param([setv("name", "quick\n")], "name:", "lower-case", id="name-ending-in-a-newline"),
     pytest.param([setv("name", 5)], "name:", "string", id="name-not-a-string"),
     pytest.param([setv("search.sampler", "grid")], "search.sampler:", "'tpe' or 'random'", id="sampler-grid"),
     pytest.param(
