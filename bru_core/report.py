@@ -498,7 +498,8 @@ def _render(campaign, info, settings, staging, tasks, studies, evaluations, summ
                               fmt_p(r["friedman_p"]), fmt_value("x", r["critical_difference"], 3), r["note"]] for r in primary]))  # fmt: skip
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>bru-lab {html.escape(campaign)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     (staging / "report.html").write_text(page, encoding="utf-8")
-    (staging / REPORT_MARKER).write_text(f"bru-lab report of campaign {campaign}; bru replaces this folder whole\n")
+    marker = f"bru-lab report of campaign {campaign}; bru replaces this folder whole\n"
+    (staging / REPORT_MARKER).write_text(marker)
 
 
 # A folder bru wrote a report into says so with this file; only such a folder (or an empty

@@ -78,8 +78,9 @@ def test_the_init_service_is_what_test_services_runs():
 
 
 def test_both_stacks_use_the_same_drivers_and_settings():
-    mlflow = " ".join(map(str, COMPOSE["services"]["mlflow"]["command"]))
-    assert "postgresql+psycopg://" in mlflow and "postgresql+psycopg://" in STACK.read_text()
+    mlflow = COMPOSE["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert mlflow.startswith("postgresql+psycopg://")
+    assert 'MLFLOW_BACKEND_STORE_URI="postgresql+psycopg://' in STACK.read_text()
     prefect_env = COMPOSE["services"]["prefect-server"]["environment"]
     assert prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
     assert 'PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://' in STACK.read_text()
@@ -112,9 +113,19 @@ def test_no_credentials_in_the_repository():
             assert not re.search(r"(password|secret|token)\s*[=:]\s*['\"][^'\"$<{]{6,}['\"]", text, re.I), path
 
 
+def test_no_password_on_a_command_line():
+    """A store URI with its password goes through the environment: command lines are
+    visible to every local account (ps) and to `docker inspect`."""
+    mlflow = COMPOSE["services"]["mlflow"]
+    assert not [arg for arg in mlflow["command"] if "POSTGRES_PASSWORD" in str(arg) or "@postgres" in str(arg)]
+    assert "${POSTGRES_PASSWORD}@postgres:5432/mlflow" in mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"]
+
+
 def test_mlflow_keeps_its_host_check_with_explicit_hosts():
     command = COMPOSE["services"]["mlflow"]["command"]
-    assert "--allowed-hosts" in command and "mlflow:5000" in command[command.index("--allowed-hosts") + 1]
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    assert "mlflow:5000" in hosts  # inside the compose network the port is always 5000
+    assert {"localhost:${MLFLOW_PORT:-5000}", "127.0.0.1:${MLFLOW_PORT:-5000}"} <= set(hosts)  # the published port
     assert "--allowed-hosts" in STACK.read_text()
     assert "--disable-security-middleware" not in STACK.read_text() + str(command)
 

@@ -129,8 +129,9 @@ start_mlflow() {
   if alive mlflow; then say "mlflow already running on $HOST:$MLFLOW_PORT"; return; fi
   mkdir -p "$STACK/mlartifacts"
   # The same command as the mlflow service of docker-compose.yml (tests/test_infra.py checks).
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start mlflow "$BIN/mlflow" server \
-    --backend-store-uri "postgresql+psycopg://postgres@$HOST:$PG_PORT/mlflow" \
+  # The store URI goes in the environment: a password in it would show on the command line (ps).
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_BACKEND_STORE_URI="postgresql+psycopg://postgres@$HOST:$PG_PORT/mlflow" \
+    start mlflow "$BIN/mlflow" server \
     --artifacts-destination "$STACK/mlartifacts" --serve-artifacts \
     --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
     --allowed-hosts "$HOST,$HOST:$MLFLOW_PORT,localhost,localhost:$MLFLOW_PORT"
