@@ -17,7 +17,6 @@ SQLAlchemy 2.1), which bru-lab installs.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,12 +80,12 @@ def shown_url(url: str, home: Path | None = None) -> str:
         prefix = f"sqlite:///{home}/"
         if url.startswith(prefix):
             return "sqlite:///$BRU_HOME/" + url[len(prefix) :]
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    # The user part ends at the last "@": a password with "/", "#", "?" or "@" left
+    # unencoded would make urlsplit cut the address inside it and print the rest.
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    if parts.password is None:
+    userinfo, host = rest.rsplit("@", 1)
+    if ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

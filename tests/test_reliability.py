@@ -569,6 +569,9 @@ def test_a_storage_failure_names_the_driver_error_not_optunas_guess():
         ("http://user:p%40ss@127.0.0.1:5000", "http://user:***@127.0.0.1:5000"),
         ("sqlite:////tmp/home/optuna.db", "sqlite:////tmp/home/optuna.db"),
         ("mysql://:only-a-password@host/db", "mysql://:***@host/db"),
+        # reserved characters left unencoded: nothing of the password may show
+        ("postgresql://bru:p/ss#w?rd@db:5432/optuna", "postgresql://bru:***@db:5432/optuna"),
+        ("postgresql+psycopg://bru:p@ss:w@db/results", "postgresql+psycopg://bru:***@db/results"),
     ],
 )
 def test_store_urls_are_printed_without_their_password(url, shown):
