@@ -9,6 +9,7 @@
 | BRU_RESULTS_URL | sqlite:///<home>/results.db | aggregated results (any SQLAlchemy URL) |
 | BRU_HEARTBEAT_SECONDS | 30 | how often a running trial proves it is alive |
 | BRU_HEARTBEAT_GRACE_SECONDS | 120 | after this long without a heartbeat a trial is failed and retried |
+| BRU_REQUIRE_SHARED_STORES | false | refuse to run on the embedded stores (set by `bru deploy` for container pools) |
 
 Command-line options override them. A plain ``postgresql://`` URL means psycopg 3 (with
 SQLAlchemy 2.1), which bru-lab installs.
@@ -33,6 +34,15 @@ class Settings(BaseSettings):
     heartbeat_seconds: int = Field(30, ge=1)
     heartbeat_grace_seconds: int = Field(120, ge=2)
     campaign_lease_seconds: int = Field(90, ge=2)  # a dead campaign's lock is taken over after this
+    # A flow run in a throwaway container must not write to SQLite under BRU_HOME, which
+    # vanishes with the container: `bru deploy` sets this for docker and kubernetes pools.
+    require_shared_stores: bool = False
+
+    def missing_shared_stores(self) -> list[str]:
+        """The store settings left at their embedded default (a SQLite file under home)."""
+        given = {"BRU_TRACKING_URI": self.tracking_uri, "BRU_OPTUNA_STORAGE": self.optuna_storage,
+                 "BRU_RESULTS_URL": self.results_url}  # fmt: skip
+        return [name for name, value in given.items() if not value]
 
     @property
     def home_path(self) -> Path:

@@ -20,6 +20,7 @@ from bru_core.spec import CampaignSpec, parse_spec
 from flows.aggregate import aggregate_flow
 from flows.gpu import ensure_gpu_limit, gpu_slot, release_idle_slots
 from flows.retries import RETRY_DELAYS, infrastructure_failure
+from flows.stores import refuse_embedded_stores
 
 
 def _rename_task_run(name: str) -> None:
@@ -63,6 +64,7 @@ def train_trial(session: StudySession) -> dict[str, Any] | None:
 @flow(name="bru-search", flow_run_name="search {task} {activation}")
 def search_study(spec: dict[str, Any], task: str, activation: str) -> dict[str, Any]:
     """Run (or resume) one study to exactly its budget, a trial task at a time."""
+    refuse_embedded_stores()
     campaign = parse_spec(spec)
     with StudySession(campaign, task, activation) as session:
         while (step := session.next_step()) != "done":
@@ -131,6 +133,7 @@ def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bru reports trials itself
     checked = parse_spec(spec, "spec parameter")
     settings = get_settings()
+    refuse_embedded_stores(settings)
     # One running campaign per name: a second start is refused (bru_core.locks).
     with campaign_lock(settings.optuna, checked.name, settings.campaign_lease_seconds):
         return _campaign(checked, repeats, aggregate)

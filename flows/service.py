@@ -153,6 +153,8 @@ def deploy(
     ensure_crash_automation(crash_after)
     workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
     job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
+    if pool_type != "process":  # a container's own disk is thrown away: shared stores or nothing
+        job_variables["env"]["BRU_REQUIRE_SHARED_STORES"] = "true"
     if slots_per_gpu is not None:  # what the flow runs' device pools use, unless their machine says otherwise
         job_variables["env"][POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
     if image:

@@ -241,7 +241,8 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     assert deployment["work_pool_name"] == pool
     assert deployment["job_variables"] == {
         "image": "registry.example/bru-lab-worker:1",
-        "env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"},  # what the crash automation expects
+        # what the crash automation expects; and a container's disk is thrown away: shared stores only
+        "env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "BRU_REQUIRE_SHARED_STORES": "true"},
     }
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/bru-lab"}}

@@ -194,3 +194,59 @@ def test_stack_usage_errors(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: usage:")
     result = _stack(tmp_path, "up", "--wrong", BRU_STACK_BIN=str(tmp_path / "nothing"))
     assert result.returncode == 2 and "error: " in result.stderr
+
+
+# --------------------------------------------------------------------------- container pools
+
+
+def _rendered_job(pool_type: str, **variables: object) -> dict:
+    """A pool's job configuration as its worker fills it in: the template's defaults, then
+    the given job variables (Prefect's own templating)."""
+    import json
+
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((ROOT / "infra" / pool_type / "base-job-template.json").read_text())
+    values = {name: spec.get("default") for name, spec in template["variables"]["properties"].items()}
+    return apply_values(template["job_configuration"], {**values, **variables})
+
+
+def test_kubernetes_flow_run_pods_get_the_stores_in_the_namespace_that_holds_them():
+    """The worker's Role and the stores secret live in bru-lab; a flow-run pod does not
+    inherit the worker's environment, so the secret is its envFrom."""
+    job = _rendered_job("kubernetes", env={"BRU_REQUIRE_SHARED_STORES": "true"})
+    assert job["namespace"] == job["job_manifest"]["metadata"]["namespace"] == "bru-lab"
+    (container,) = job["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "bru-lab-stores"}}]
+    assert job["env"] == {"BRU_REQUIRE_SHARED_STORES": "true"}
+    values = (ROOT / "infra" / "kubernetes" / "worker-values.yaml").read_text()
+    assert "create namespace bru-lab" in values and "extraEnvVarsSecret: bru-lab-stores" in values
+    for key in ("BRU_TRACKING_URI", "BRU_OPTUNA_STORAGE", "BRU_RESULTS_URL"):
+        assert f"--from-literal={key}=" in values  # the secret the pods read holds every store
+
+
+def test_docker_flow_run_containers_join_the_compose_network():
+    """Without the compose network a flow-run container cannot resolve postgres or mlflow."""
+    assert COMPOSE["name"] == "bru-lab"  # so the default network is bru-lab_default
+    assert _rendered_job("docker")["networks"] == ["bru-lab_default"]
+
+
+def test_a_flow_run_that_needs_shared_stores_refuses_the_embedded_ones(monkeypatch):
+    """One error line naming each store setting that is missing, before anything runs."""
+    from bru_core.errors import ConfigError
+    from bru_core.settings import get_settings
+    from flows.stores import refuse_embedded_stores
+
+    for name in ("BRU_TRACKING_URI", "BRU_OPTUNA_STORAGE", "BRU_RESULTS_URL", "BRU_REQUIRE_SHARED_STORES"):
+        monkeypatch.delenv(name, raising=False)
+    refuse_embedded_stores(get_settings())  # an embedded run: nothing required
+    monkeypatch.setenv("BRU_REQUIRE_SHARED_STORES", "true")
+    monkeypatch.setenv("BRU_OPTUNA_STORAGE", "postgresql+psycopg://bru@postgres/optuna")
+    with pytest.raises(ConfigError) as error:
+        refuse_embedded_stores(get_settings())
+    message = str(error.value)
+    assert message.startswith("BRU_TRACKING_URI, BRU_RESULTS_URL not set: this flow run is on a container pool")
+    assert "\n" not in message and "BRU_OPTUNA_STORAGE" not in message
+    monkeypatch.setenv("BRU_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("BRU_RESULTS_URL", "postgresql+psycopg://bru@postgres/results")
+    refuse_embedded_stores(get_settings())
