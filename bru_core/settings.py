@@ -38,11 +38,14 @@ class Settings(BaseSettings):
     # vanishes with the container: `bru deploy` sets this for docker and kubernetes pools.
     require_shared_stores: bool = False
 
+    def shared_stores(self) -> dict[str, str | None]:
+        """The three store settings as given (None: the embedded SQLite default under home)."""
+        return {"BRU_TRACKING_URI": self.tracking_uri, "BRU_OPTUNA_STORAGE": self.optuna_storage,
+                "BRU_RESULTS_URL": self.results_url}  # fmt: skip
+
     def missing_shared_stores(self) -> list[str]:
         """The store settings left at their embedded default (a SQLite file under home)."""
-        given = {"BRU_TRACKING_URI": self.tracking_uri, "BRU_OPTUNA_STORAGE": self.optuna_storage,
-                 "BRU_RESULTS_URL": self.results_url}  # fmt: skip
-        return [name for name, value in given.items() if not value]
+        return [name for name, value in self.shared_stores().items() if not value]
 
     @property
     def home_path(self) -> Path:

@@ -70,6 +70,39 @@ def check_api() -> str:
     return url
 
 
+# Docker flow-run containers inherit nothing from the worker: they get the stores from
+# these Prefect Secret blocks (encrypted at rest), which bru deploy copies from its own
+# environment; the deployments' env names them and the worker resolves the references.
+STORE_SECRETS = {
+    "bru-tracking-uri": "BRU_TRACKING_URI",
+    "bru-optuna-storage": "BRU_OPTUNA_STORAGE",
+    "bru-results-url": "BRU_RESULTS_URL",
+}
+
+
+def secret_reference(block: str) -> str:
+    """A job variable the worker replaces with the Secret block's value."""
+    return "{{ prefect.blocks.secret." + block + " }}"
+
+
+def _store_secrets(pool_type: str) -> dict[str, str]:
+    """The Secret blocks a docker pool needs, from this environment; ServiceError naming
+    the settings that are missing (nothing is created then)."""
+    if pool_type != "docker":
+        return {}
+    from bru_core.settings import get_settings
+
+    settings = get_settings()
+    missing = settings.missing_shared_stores()
+    if missing:
+        raise ServiceError(
+            f"--type docker: {', '.join(missing)} not set here; bru deploy hands the stores to docker flow runs "
+            "as Prefect Secret blocks, so run it where they are set (the compose init service is)"
+        )
+    given = settings.shared_stores()
+    return {block: str(given[name]) for block, name in STORE_SECRETS.items()}
+
+
 def _base_job_template(pool_type: str) -> dict[str, Any]:
     if pool_type == "process":
         from prefect.workers.process import ProcessWorker
@@ -134,7 +167,13 @@ def deploy(
             f"--crash-after: must be at least {3 * HEARTBEAT_SECONDS} s (three heartbeats of {HEARTBEAT_SECONDS} s), "
             f"got {crash_after:g}"
         )
+    secrets = _store_secrets(pool_type)
     url = check_api()
+    if secrets:
+        from prefect.blocks.system import Secret
+
+        for name, value in secrets.items():
+            Secret(value=value).save(name, overwrite=True)
     with get_client(sync_client=True) as client:
         try:
             existing = client.read_work_pool(pool)
@@ -155,6 +194,8 @@ def deploy(
     job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
     if pool_type != "process":  # a container's own disk is thrown away: shared stores or nothing
         job_variables["env"]["BRU_REQUIRE_SHARED_STORES"] = "true"
+    for block, name in STORE_SECRETS.items() if secrets else ():
+        job_variables["env"][name] = secret_reference(block)
     if slots_per_gpu is not None:  # what the flow runs' device pools use, unless their machine says otherwise
         job_variables["env"][POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
     if image:

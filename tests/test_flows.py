@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from bru_core.results import ResultsStore
 from bru_core.search import counts_towards_budget
 from bru_core.settings import get_settings
-from flows.service import DEPLOYMENTS
+from flows.service import DEPLOYMENTS, STORE_SECRETS, secret_reference
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,10 +212,61 @@ def test_campaign_run_with_missing_data_is_one_line(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
+STORES = {
+    "BRU_TRACKING_URI": "http://mlflow:5000",
+    "BRU_OPTUNA_STORAGE": "postgresql+psycopg://bru:hex0123@postgres:5432/optuna",
+    "BRU_RESULTS_URL": "postgresql+psycopg://bru:hex0123@postgres:5432/results",
+}
+
+
+def _resolved_job_env(server, pool: str) -> dict[str, str]:
+    """The env a docker worker would give a bru-campaign flow run: Prefect's own merge of
+    the pool's template with the deployment's job variables, Secret blocks resolved."""
+    script = f"""
+import asyncio, json
+from prefect.client.orchestration import get_client
+from prefect.workers.base import BaseJobConfiguration
+
+async def main():
+    async with get_client() as client:
+        pool = await client.read_work_pool({pool!r})
+        deployment = await client.read_deployment_by_name("bru-campaign/bru-campaign")
+        template = {{"job_configuration": {{k: pool.base_job_template["job_configuration"][k]
+                                            for k in ("command", "env", "labels", "name")}},
+                    "variables": pool.base_job_template["variables"]}}
+        config = await BaseJobConfiguration.from_template_and_values(template, deployment.job_variables, client=client)
+        print(json.dumps(config.env))
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=server.env(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_deploy_to_a_docker_pool_without_the_stores_is_refused(prefect_server, tmp_path):
+    """Docker flow runs would write to SQLite in a throwaway container: one line naming what
+    is missing, exit 2, and no pool, secret or deployment made."""
+    env = prefect_server.env(BRU_HOME=str(tmp_path / "home"), BRU_TRACKING_URI="http://mlflow:5000")
+    for name in ("BRU_OPTUNA_STORAGE", "BRU_RESULTS_URL"):
+        env.pop(name, None)
+    result = _bru("deploy", "--pool", "bru-docker-bare", "--type", "docker", env=env)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "BRU_OPTUNA_STORAGE, BRU_RESULTS_URL not set here" in lines[0]
+    assert not any(p["name"] == "bru-docker-bare" for p in _api(prefect_server, "/work_pools/filter", {}))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
 def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_server, tmp_path, pool_type):
     env = prefect_server.env(BRU_HOME=str(tmp_path / "home"))
+    for name in STORES:
+        env.pop(name, None)
+    if pool_type == "docker":  # docker flow runs get the stores as Secret blocks copied from here
+        env.update(STORES)
     pool = f"bru-{pool_type}"
     result = _bru(
         "deploy",
@@ -239,11 +290,13 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     assert ("nvidia.com/gpu" if pool_type == "kubernetes" else '"Driver": "nvidia"') in gpu_request
     deployment = _api(prefect_server, "/deployments/name/bru-campaign/bru-campaign")
     assert deployment["work_pool_name"] == pool
-    assert deployment["job_variables"] == {
-        "image": "registry.example/bru-lab-worker:1",
+    env_variables = {
         # what the crash automation expects; and a container's disk is thrown away: shared stores only
-        "env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "BRU_REQUIRE_SHARED_STORES": "true"},
-    }
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "BRU_REQUIRE_SHARED_STORES": "true",
+    }  # fmt: skip
+    if pool_type == "docker":  # references only: the values live in Secret blocks
+        env_variables.update({name: secret_reference(block) for block, name in STORE_SECRETS.items()})
+    assert deployment["job_variables"] == {"image": "registry.example/bru-lab-worker:1", "env": env_variables}
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/bru-lab"}}
     ]
@@ -254,6 +307,10 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
         "error: --crash-after: must be at least 90 s (three heartbeats of 30 s), got 45"
     ]
     assert not any(p["name"] == "bru-never" for p in _api(prefect_server, "/work_pools/filter", {}))
+    if pool_type == "docker":
+        assert _resolved_job_env(prefect_server, pool) == {
+            **STORES, "BRU_REQUIRE_SHARED_STORES": "true", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"
+        }  # fmt: skip
     automations = _api(prefect_server, "/automations/filter", {})
     (crash,) = [a for a in automations if a["name"] == "bru: crash flow runs that stop beating"]
     assert crash["trigger"]["posture"] == "Proactive" and crash["actions"][0]["state"] == "CRASHED"
