@@ -22,7 +22,9 @@ These are plain functions (no Prefect): the flows and ``bru search`` call them.
 from __future__ import annotations
 
 import binascii
+import logging
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -86,9 +88,43 @@ def _storage_failure(exc: BaseException) -> BaseException | None:
     return found
 
 
+def _is_heartbeat_thread_failure(args: threading.ExceptHookArgs) -> bool:
+    tb = args.exc_traceback
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_record_heartbeat" and "optuna" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _log_heartbeat_thread_failures() -> None:
+    """Optuna records a trial's heartbeats on a thread of its own, which dies with a
+    traceback on stderr when the database goes away (a restart). Nothing is lost: a trial
+    that stops beating is failed and retried after the grace period. Say that in one log
+    line instead; every other thread's exception goes to the hook as before."""
+    previous = threading.excepthook
+    if getattr(previous, "bru_heartbeat_hook", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not _is_heartbeat_thread_failure(args):
+            previous(args)
+            return
+        message = str(args.exc_value).splitlines()[0][:200] if args.exc_value else args.exc_type.__name__
+        logging.getLogger("bru.search").warning(
+            "Optuna's heartbeat thread stopped (%s: %s); the trial is failed and retried after the grace period",
+            args.exc_type.__name__, message,
+        )  # fmt: skip
+
+    hook.bru_heartbeat_hook = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def storage(settings: Settings) -> RDBStorage:
     """Optuna's RDB storage with heartbeats: a trial whose worker stops beating for
     ``heartbeat_grace_seconds`` is failed and retried once."""
+    _log_heartbeat_thread_failures()
     url = settings.optuna
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -624,3 +624,39 @@ def test_a_study_flow_run_alone_gives_its_slot_back_at_exit_and_leaves_nothing_r
     assert "Error emitting event" not in err and "can't register atexit" not in err, err[-3000:]
     with sqlite3.connect(home / "prefect" / "prefect.db") as db:  # the temporary server's database
         assert db.execute("SELECT active_slots FROM concurrency_limit_v2 WHERE name = 'gpu'").fetchall() == [(0,)]
+
+
+def test_a_dying_heartbeat_thread_is_one_log_line_not_a_traceback(monkeypatch, capsys, caplog):
+    """A database restart kills Optuna's heartbeat thread; stderr gets no traceback (the
+    campaign's last line stays its one error line), the log says what happens next, and
+    any other thread's exception still reaches the previous hook."""
+    import logging
+    import threading
+
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from bru_core.search import _log_heartbeat_thread_failures
+
+    seen: list[str] = []  # what reaches the hook in place before bru's (monkeypatch restores the real one)
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type.__name__))
+    _log_heartbeat_thread_failures()
+    _log_heartbeat_thread_failures()  # installed once
+
+    class LostDatabase:
+        def get_heartbeat_interval(self) -> int:
+            return 1
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            raise ConnectionError("terminating connection due to administrator command")
+
+    beating = HeartbeatThread(3, LostDatabase())
+    with caplog.at_level(logging.WARNING, logger="bru.search"):
+        beating.start()
+        beating._thread.join(timeout=10)
+    assert "Traceback" not in capsys.readouterr().err and seen == []
+    assert "heartbeat thread stopped (ConnectionError: terminating connection" in caplog.text
+
+    other = threading.Thread(target=lambda: 1 / 0)
+    other.start()
+    other.join()
+    assert seen == ["ZeroDivisionError"]
