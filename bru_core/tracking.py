@@ -343,10 +343,24 @@ class Tracker:
     ) -> None:
         logger = RunLogger(self, run_id)
         if best_params is not None:
-            logger.log_params({f"best_{k}": v for k, v in best_params.items()})
+            self._log_params_once(run_id, {f"best_{k}": v for k, v in best_params.items()})
         if best_value is not None:
             logger.log_metrics({"best_value": best_value})
         logger.end("FINISHED", {f"bru.{k}": v for k, v in summary.items()})
+
+    def _log_params_once(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Params of a study's run, which several workers may finish at the same moment:
+        MLflow keeps the first write of a key and refuses a second (a UNIQUE constraint, seen
+        in CI), so keys another worker has just logged are left as they are."""
+        present = self.client.get_run(run_id).data.params
+        fresh = [Param(k, str(v)) for k, v in params.items() if k not in present]
+        if not fresh:
+            return
+        try:
+            self.client.log_batch(run_id, params=fresh)
+        except mlflow.exceptions.MlflowException as exc:
+            if not all(k in self.client.get_run(run_id).data.params for k in params):
+                raise TrackingError(f"MLflow at {shown_url(self.uri)} refused a write: {exc}") from exc
 
     # ------------------------------------------------------------------ the campaign
 
