@@ -6,12 +6,14 @@ STAMP := $(VENV)/.bru-installed
 
 .PHONY: demo test test-services lint bench clean
 
-$(STAMP): pyproject.toml
+# Every runtime dependency at the version of infra/docker/constraints.txt, as the image
+# installs them: what the tests pass with is what a deployment runs.
+$(STAMP): pyproject.toml infra/docker/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision first, pinned, so that pip takes them from the local disk
 	# where it can (they are a 5.5 GB CUDA build that also runs on the CPU)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c infra/docker/constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -c infra/docker/constraints.txt -e '.[dev,auth]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -22,6 +22,7 @@ waits for everything written so far and re-raises the first error.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -164,20 +165,49 @@ def spec_digest(spec: Mapping[str, Any]) -> str:
 def check_server(uri: str, timeout: float = 5.0) -> None:
     """For an http(s) tracking URI, one GET of the server's /health within ``timeout``:
     MLflow's own client retries a refused connection with back-off for minutes, where a
-    user starting a campaign wants one line at once. Other URIs pass."""
+    user starting a campaign wants one line at once. Then one signed-in read, so that a
+    server with MLflow's basic-auth app that refuses this login says so before any trial
+    runs (MLflow's client takes MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD from
+    the environment). Other URIs pass."""
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
     import urllib.request
 
+    base = uri.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
             f"MLflow tracking at {shown_url(uri)} cannot be reached ({reason}); start the server or set BRU_TRACKING_URI"
         ) from None
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 and not user:
+            raise TrackingError(
+                f"MLflow tracking at {shown_url(uri)} requires a login; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if exc.code == 401:
+            raise TrackingError(
+                f"MLflow tracking at {shown_url(uri)} refused the login of MLFLOW_TRACKING_USERNAME={user}; check MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if exc.code == 403:
+            raise TrackingError(
+                f"MLflow tracking at {shown_url(uri)} denies user {user} access; ask its admin for permission"
+            ) from None
+        # Anything else (a proxy that forbids the search, an old server) is left to the
+        # calls that follow, which name their own error.
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
 
 
 class Tracker:

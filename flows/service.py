@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,27 @@ def check_api() -> str:
         raise ServiceError(
             "no Prefect API configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api), or use bru campaign run"
         )
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
     with get_client(sync_client=True) as client:
         error = client.api_healthcheck()
-    if error is not None:
-        raise ServiceError(f"Prefect API at {url} cannot be reached: {str(error).splitlines()[0][:200]}")
+        if error is not None:
+            raise ServiceError(f"Prefect API at {url} cannot be reached: {str(error).splitlines()[0][:200]}")
+        # /health answers anyone; one signed-in read says whether this client may go on.
+        try:
+            client.read_work_pools(limit=1)
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 401:
+                raise
+            if not PREFECT_API_AUTH_STRING.value():
+                raise ServiceError(
+                    f"Prefect API at {url} requires a login: set PREFECT_API_AUTH_STRING "
+                    "(user:password, the server's PREFECT_SERVER_API_AUTH_STRING)"
+                ) from None
+            raise ServiceError(
+                f"Prefect API at {url} refused PREFECT_API_AUTH_STRING: set it to the server's PREFECT_SERVER_API_AUTH_STRING"
+            ) from None
     return url
 
 
@@ -78,6 +96,12 @@ STORE_SECRETS = {
     "bru-optuna-storage": "BRU_OPTUNA_STORAGE",
     "bru-results-url": "BRU_RESULTS_URL",
 }
+# The MLflow server's login (its basic-auth app), handed on the same way when set here.
+LOGIN_SECRETS = {
+    "bru-mlflow-username": "MLFLOW_TRACKING_USERNAME",
+    "bru-mlflow-password": "MLFLOW_TRACKING_PASSWORD",
+}
+SECRET_SETTINGS = {**STORE_SECRETS, **LOGIN_SECRETS}
 
 
 def secret_reference(block: str) -> str:
@@ -100,7 +124,8 @@ def _store_secrets(pool_type: str) -> dict[str, str]:
             "as Prefect Secret blocks, so run it where they are set (the compose init service is)"
         )
     given = settings.shared_stores()
-    return {block: str(given[name]) for block, name in STORE_SECRETS.items()}
+    logins = {block: os.environ[name] for block, name in LOGIN_SECRETS.items() if os.environ.get(name)}
+    return {**{block: str(given[name]) for block, name in STORE_SECRETS.items()}, **logins}
 
 
 def _base_job_template(pool_type: str) -> dict[str, Any]:
@@ -194,8 +219,8 @@ def deploy(
     job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
     if pool_type != "process":  # a container's own disk is thrown away: shared stores or nothing
         job_variables["env"]["BRU_REQUIRE_SHARED_STORES"] = "true"
-    for block, name in STORE_SECRETS.items() if secrets else ():
-        job_variables["env"][name] = secret_reference(block)
+    for block in secrets:
+        job_variables["env"][SECRET_SETTINGS[block]] = secret_reference(block)
     if slots_per_gpu is not None:  # what the flow runs' device pools use, unless their machine says otherwise
         job_variables["env"][POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
     if image:

@@ -256,3 +256,72 @@ def test_fuzzed_text_loads_or_gives_one_spec_error_line(tmp_path, text):
         load_spec(spec)
     except SpecError as exc:
         assert "\n" not in str(exc), str(exc)
+
+
+# --------------------------------------------------------------------------- a server that wants a login
+
+
+@pytest.fixture
+def login_server():
+    """An HTTP server shaped like MLflow's basic-auth app: /health open, the API 401 without
+    the right login and 403 for a known user without permission (user "reader")."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            header = self.headers.get("Authorization", "")
+            login = base64.b64decode(header.removeprefix("Basic ")).decode() if header else ""
+            if self.path == "/health" or login == "admin:right":
+                code = 200
+            elif login.startswith("reader:"):
+                code = 403
+            else:
+                code = 401
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "fragment"),
+    [
+        (None, None, "requires a login; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        ("admin", "wrong", "refused the login of MLFLOW_TRACKING_USERNAME=admin; check MLFLOW_TRACKING_PASSWORD"),
+        ("reader", "pw", "denies user reader access"),
+    ],
+)
+def test_a_tracking_server_that_refuses_the_login_is_one_line(
+    capsys, home, monkeypatch, login_server, user, password, fragment
+):
+    for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    spec = ROOT / "configs" / "smoke.yaml"
+    code = main(["campaign", "run", str(spec), "--tracking-uri", login_server])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: MLflow tracking at ") and fragment in lines[0], err
+    assert password is None or password not in err
+
+
+def test_check_server_passes_the_right_login(monkeypatch, login_server):
+    from bru_core.tracking import check_server
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "right")
+    check_server(login_server)  # no error

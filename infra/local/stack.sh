@@ -12,8 +12,16 @@
 # Ports (all on 127.0.0.1): BRU_STACK_PG_PORT 5433, BRU_STACK_MLFLOW_PORT 5000,
 # BRU_STACK_PREFECT_PORT 4200. A port already taken, or a service that is not healthy in
 # time (BRU_STACK_TIMEOUT, 120 s), stops what this call started and names the service and
-# its log. PostgreSQL trusts connections from 127.0.0.1 only: a single-user development
-# stack; docker-compose.yml is the password-protected one.
+# its log.
+#
+# Who gets in (docs/deploy.md, Security): the first `up` generates every secret into
+# BRU_STACK_DIR/secrets.env (mode 0600, kept across restarts): a PostgreSQL role and password
+# per store (infra/postgres/stores.sql), MLflow's admin password and Flask secret, Prefect's
+# API auth string. PostgreSQL takes scram-sha-256 passwords on 127.0.0.1 and, on its private
+# socket folder, only the OS account that runs it (peer); MLflow runs its basic-auth app;
+# Prefect requires its auth string, checks CSRF tokens and allows only its own UI's origin.
+# The export lines (env.sh, `env`) carry these credentials: they are for the account that
+# ran `up`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,7 +33,7 @@ MLFLOW_PORT=${BRU_STACK_MLFLOW_PORT:-5000}
 PREFECT_PORT=${BRU_STACK_PREFECT_PORT:-4200}
 TIMEOUT=${BRU_STACK_TIMEOUT:-120}
 POOL=${BRU_STACK_POOL:-bru-gpu}
-DATABASES="mlflow prefect optuna results"
+SECRETS=$STACK/secrets.env
 LOGS=$STACK/logs
 PIDS=$STACK/pids
 STARTED=()   # services started by this call, stopped again if a later one fails
@@ -52,12 +60,41 @@ alive() { [[ -f $PIDS/$1.pid ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; 
 
 pg_alive() { [[ -d $STACK/postgres/data ]] && as_pg "$(pg_bin pg_ctl)" -D "$STACK/postgres/data" status >/dev/null 2>&1; }
 
+# Every secret of the stack, generated once (hex: nothing to encode inside a URL), 0600.
+SECRET_NAMES="BRU_PG_MLFLOW_PASSWORD BRU_PG_PREFECT_PASSWORD BRU_PG_OPTUNA_PASSWORD BRU_PG_RESULTS_PASSWORD
+  MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY BRU_PREFECT_API_PASSWORD"
+
+load_secrets() {
+  local name
+  if [[ ! -f $SECRETS ]]; then
+    local tmp=$SECRETS.tmp
+    mkdir -p "$STACK"
+    (umask 077; : >"$tmp")
+    for name in $SECRET_NAMES; do
+      echo "$name=$("$BIN/python" -c 'import secrets; print(secrets.token_hex(24))')" >>"$tmp"
+    done
+    mv "$tmp" "$SECRETS"
+    say "secrets generated in $SECRETS (mode 0600)"
+  fi
+  [[ -r $SECRETS ]] || die "cannot read $SECRETS: run the stack as the account that created it"
+  chmod 600 "$SECRETS"
+  # shellcheck disable=SC1090
+  source "$SECRETS"
+  for name in $SECRET_NAMES; do
+    [[ -n ${!name:-} ]] || die "$name is missing from $SECRETS: add it, or remove the file to generate all again (then restart the stack)"
+  done
+}
+
 settings() {
+  load_secrets
   cat <<EOF
 export PREFECT_API_URL=http://$HOST:$PREFECT_PORT/api
+export PREFECT_API_AUTH_STRING=bru:$BRU_PREFECT_API_PASSWORD
 export BRU_TRACKING_URI=http://$HOST:$MLFLOW_PORT
-export BRU_OPTUNA_STORAGE=postgresql+psycopg://postgres@$HOST:$PG_PORT/optuna
-export BRU_RESULTS_URL=postgresql+psycopg://postgres@$HOST:$PG_PORT/results
+export MLFLOW_TRACKING_USERNAME=admin
+export MLFLOW_TRACKING_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD
+export BRU_OPTUNA_STORAGE=postgresql+psycopg://bru_optuna:$BRU_PG_OPTUNA_PASSWORD@$HOST:$PG_PORT/optuna
+export BRU_RESULTS_URL=postgresql+psycopg://bru_results:$BRU_PG_RESULTS_PASSWORD@$HOST:$PG_PORT/results
 export BRU_HOME=$STACK/bru
 EOF
 }
@@ -70,12 +107,12 @@ start() {
   STARTED+=("$name")
 }
 
-rollback() {
-  local failed=$1 log=$2
+rollback() {  # rollback NAME LOG [WHAT WENT WRONG]
+  local failed=$1 log=$2 what=${3:-did not become healthy within ${TIMEOUT}s}
   say "$failed failed; stopping what this call started: ${STARTED[*]:-nothing}"
   local name
   for name in "${STARTED[@]}"; do stop_one "$name"; done
-  echo "error: $failed did not become healthy within ${TIMEOUT}s; see $log" >&2
+  echo "error: $failed $what; see $log" >&2
   tail -n 20 "$log" >&2 2>/dev/null || true
   exit 1
 }
@@ -102,36 +139,53 @@ start_postgres() {
       || die "the postgres user cannot reach $STACK (a parent folder is private): set BRU_STACK_DIR to a folder under /tmp or make the parents traversable (chmod o+x)"
   fi
   if [[ ! -f $data/PG_VERSION ]]; then
-    as_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth=trust --no-sync >"$LOGS/postgres-initdb.log" 2>&1 \
+    as_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth-local=peer --auth-host=scram-sha-256 --no-sync \
+      >"$LOGS/postgres-initdb.log" 2>&1 \
       || { echo "error: initdb failed; see $LOGS/postgres-initdb.log" >&2; exit 1; }
   fi
+  # Written on every start, so that a cluster made by an older stack.sh (trust) is closed too:
+  # the superuser only through the socket and only for the OS account that runs the cluster;
+  # every role by password over TCP on 127.0.0.1; nothing else.
+  local owner
+  owner=$(as_pg id -un)
+  printf '%s\n' "# written by infra/local/stack.sh" "local all postgres peer map=owner" \
+    "host  all all 127.0.0.1/32 scram-sha-256" | as_pg tee "$data/pg_hba.conf" >/dev/null
+  echo "owner $owner postgres" | as_pg tee "$data/pg_ident.conf" >/dev/null
+  mkdir -p "$STACK/postgres/socket"
+  [[ $(id -u) == 0 ]] && chown postgres "$STACK/postgres/socket"
+  chmod 700 "$STACK/postgres/socket"
   touch "$LOGS/postgres.log"
   [[ $(id -u) == 0 ]] && chown postgres "$LOGS/postgres.log"
   if ! as_pg "$(pg_bin pg_ctl)" -D "$data" -w -t "$TIMEOUT" -l "$LOGS/postgres.log" \
-      -o "-c listen_addresses=$HOST -p $PG_PORT -k $STACK/postgres" start >/dev/null; then
+      -o "-c listen_addresses=$HOST -p $PG_PORT -k $STACK/postgres/socket -c unix_socket_permissions=0700" \
+      start >/dev/null; then
     rollback postgres "$LOGS/postgres.log"
   fi
   STARTED+=(postgres)
-  local db
-  for db in $DATABASES; do
-    "$BIN/python" - "$PG_PORT" "$db" <<'PY' >>"$LOGS/postgres.log" 2>&1 || rollback postgres "$LOGS/postgres.log"
-import sys, psycopg
-from psycopg import sql
-port, name = sys.argv[1], sys.argv[2]
-with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
-    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-PY
-  done
+  # A role and a database per store. psql reads the passwords from its environment (runuser
+  # keeps it), never from a command line that ps shows.
+  load_secrets
+  if ! (export BRU_PG_MLFLOW_PASSWORD BRU_PG_PREFECT_PASSWORD BRU_PG_OPTUNA_PASSWORD BRU_PG_RESULTS_PASSWORD
+        as_pg "$(pg_bin psql)" -X -q -h "$STACK/postgres/socket" -p "$PG_PORT" -U postgres -d postgres \
+          -f "$ROOT/infra/postgres/stores.sql") >>"$LOGS/postgres.log" 2>&1; then
+    rollback postgres "$LOGS/postgres.log" "could not create the stores' roles and databases"
+  fi
 }
 
 start_mlflow() {
   if alive mlflow; then say "mlflow already running on $HOST:$MLFLOW_PORT"; return; fi
   mkdir -p "$STACK/mlartifacts"
+  load_secrets
   # The same command as the mlflow service of docker-compose.yml (tests/test_infra.py checks).
-  # The store URI goes in the environment: a password in it would show on the command line (ps).
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_BACKEND_STORE_URI="postgresql+psycopg://postgres@$HOST:$PG_PORT/mlflow" \
-    start mlflow "$BIN/mlflow" server \
+  # Every secret goes through the environment, none on the command line (ps): the store
+  # URIs name no host or role, libpq takes them and the password from PG* variables.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+  MLFLOW_BACKEND_STORE_URI=postgresql+psycopg:///mlflow \
+  MLFLOW_AUTH_CONFIG_PATH=$ROOT/infra/mlflow/basic-auth.ini \
+  MLFLOW_AUTH_ADMIN_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD \
+  MLFLOW_FLASK_SERVER_SECRET_KEY=$MLFLOW_FLASK_SERVER_SECRET_KEY \
+  PGHOST=$HOST PGPORT=$PG_PORT PGUSER=bru_mlflow PGPASSWORD=$BRU_PG_MLFLOW_PASSWORD \
+    start mlflow "$BIN/mlflow" server --app-name basic-auth \
     --artifacts-destination "$STACK/mlartifacts" --serve-artifacts \
     --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
     --allowed-hosts "$HOST,$HOST:$MLFLOW_PORT,localhost,localhost:$MLFLOW_PORT"
@@ -141,8 +195,14 @@ start_mlflow() {
 start_prefect() {
   if alive prefect-server; then say "prefect-server already running on $HOST:$PREFECT_PORT"; return; fi
   mkdir -p "$STACK/prefect"
+  load_secrets
+  # The API answers only with the auth string (but /api/health), checks CSRF tokens, and
+  # lets a browser call it from the server's own UI only.
   PREFECT_HOME=$STACK/prefect \
-  PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://postgres@$HOST:$PG_PORT/prefect" \
+  PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://bru_prefect:$BRU_PG_PREFECT_PASSWORD@$HOST:$PG_PORT/prefect" \
+  PREFECT_SERVER_API_AUTH_STRING="bru:$BRU_PREFECT_API_PASSWORD" \
+  PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED=true \
+  PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="http://$HOST:$PREFECT_PORT,http://localhost:$PREFECT_PORT" \
   PREFECT_SERVER_ANALYTICS_ENABLED=false \
     start prefect-server "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
   wait_http prefect-server "http://$HOST:$PREFECT_PORT/api/health"
@@ -200,7 +260,7 @@ cmd_up() {
   start_mlflow
   start_prefect
   ((workers > 0)) && start_workers "$workers"
-  settings >"$STACK/env.sh"
+  (umask 077; settings >"$STACK/env.sh")  # it holds the credentials
   say "up; settings in $STACK/env.sh (eval \"\$(infra/local/stack.sh env)\")"
   settings
 }
@@ -230,6 +290,6 @@ case ${1:-} in
   workers) mkdir -p "$LOGS" "$PIDS"; start_workers "${2:?workers needs a number}" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  env) settings ;;
+  env) [[ -f $SECRETS ]] || die "no stack in $STACK (no secrets.env): run infra/local/stack.sh up, or set BRU_STACK_DIR"; settings ;;
   *) die "usage: infra/local/stack.sh up [--workers N] | workers N | down | status | env" ;;
 esac
