@@ -3,7 +3,8 @@
 ``aggregate(campaign)`` reads the campaign's spec and every repeat run with an outcome
 (finished, or diverged: a failure, the worst outcome) from MLflow, computes the statistics
 of bru_core.stats, and replaces the campaign's rows in the results database in one
-transaction. Reading is the only thing it does to MLflow; rerunning it gives the same rows.
+transaction. Of MLflow it only reads the runs (it logs the report to the campaign's run and
+holds that run RUNNING meanwhile); rerunning it gives the same rows.
 
 The comparisons follow the spec's declared design (docs/statistics.md): the confirmatory
 family (each task's primary metric, each candidate against each reference, the spec's
@@ -339,47 +340,48 @@ def aggregate(
     settings = settings or get_settings()
     with Tracker(settings) as tracker:
         spec = parse_spec(tracker.campaign_spec(campaign), f"campaign {campaign}", stored=True)
-        runs = collect(tracker, spec, on_run)
-        if not runs:
-            raise BruError(f"campaign {campaign!r} has no repeat runs yet: run bru search (with repeats) first")
-        evaluations, targets = evaluate_runs(spec, runs)
-        summaries, comparisons, rankings = compute(spec, evaluations)
-        tasks = [
-            Task(task=t.name, dataset=t.dataset, model=t.model, objective=t.objective, epochs=t.epochs,
-                 primary_metric=spec.primary_metric(t.name), target_metric=stats.validation_metric(t.objective),
-                 target=targets.get(t.name))
-            for t in spec.tasks
-        ]  # fmt: skip
-        curves = [
-            CurvePoint(task=r.task, activation=r.activation, seed=r.seed, metric=metric, epoch=epoch, value=value)
-            for r in runs
-            for metric, values in r.curves.items()
-            for epoch, value in enumerate(values, start=1)
-        ]
-        row = Campaign(
-            name=campaign,
-            spec=spec.model_dump(mode="json"),
-            protocol="\n".join(spec.protocol()),
-            tracking_uri=tracker.uri,
-            mlflow_experiment_id=tracker.experiment_id(campaign),
-            aggregated_at=now(),
-            bru_version=bru_core.__version__,
-        )
-        with ResultsStore(settings.results) as store:
-            store.replace_campaign(
-                row, [*tasks, *_studies(tracker, spec), *evaluations, *summaries, *comparisons, *rankings, *curves]
+        with tracker.working_on(campaign):  # a stage of the campaign: its run is RUNNING meanwhile
+            runs = collect(tracker, spec, on_run)
+            if not runs:
+                raise BruError(f"campaign {campaign!r} has no repeat runs yet: run bru search (with repeats) first")
+            evaluations, targets = evaluate_runs(spec, runs)
+            summaries, comparisons, rankings = compute(spec, evaluations)
+            tasks = [
+                Task(task=t.name, dataset=t.dataset, model=t.model, objective=t.objective, epochs=t.epochs,
+                     primary_metric=spec.primary_metric(t.name), target_metric=stats.validation_metric(t.objective),
+                     target=targets.get(t.name))
+                for t in spec.tasks
+            ]  # fmt: skip
+            curves = [
+                CurvePoint(task=r.task, activation=r.activation, seed=r.seed, metric=metric, epoch=epoch, value=value)
+                for r in runs
+                for metric, values in r.curves.items()
+                for epoch, value in enumerate(values, start=1)
+            ]
+            row = Campaign(
+                name=campaign,
+                spec=spec.model_dump(mode="json"),
+                protocol="\n".join(spec.protocol()),
+                tracking_uri=tracker.uri,
+                mlflow_experiment_id=tracker.experiment_id(campaign),
+                aggregated_at=now(),
+                bru_version=bru_core.__version__,
             )
-        present = {(e.task, e.activation) for e in evaluations}
-        missing = [f"{t.name} {a}" for t in spec.tasks for a in spec.labels if (t.name, a) not in present]
-        result = AggregateResult(
-            campaign, len(evaluations), len({(c.task, c.metric, c.a, c.b) for c in comparisons}),
-            sum(c.p_value is not None for c in comparisons), missing, sum(e.status != FINISHED for e in evaluations),
-        )  # fmt: skip
-        if report:
-            from bru_core.report import write_report
+            with ResultsStore(settings.results) as store:
+                store.replace_campaign(
+                    row, [*tasks, *_studies(tracker, spec), *evaluations, *summaries, *comparisons, *rankings, *curves]
+                )
+            present = {(e.task, e.activation) for e in evaluations}
+            missing = [f"{t.name} {a}" for t in spec.tasks for a in spec.labels if (t.name, a) not in present]
+            result = AggregateResult(
+                campaign, len(evaluations), len({(c.task, c.metric, c.a, c.b) for c in comparisons}),
+                sum(c.p_value is not None for c in comparisons), missing, sum(e.status != FINISHED for e in evaluations),
+            )  # fmt: skip
+            if report:
+                from bru_core.report import write_report
 
-            folder = settings.home_path / "reports" / campaign
-            write_report(campaign, folder, settings)
-            tracker.log_report(campaign, folder)
-            result.report_dir = str(folder)
-        return result
+                folder = settings.home_path / "reports" / campaign
+                write_report(campaign, folder, settings)
+                tracker.log_report(campaign, folder)
+                result.report_dir = str(folder)
+            return result

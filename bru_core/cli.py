@@ -570,26 +570,31 @@ def search(
     budget = campaign.search.trials
     with Tracker(settings) as tracker, _progress() as progress:
         tracker.check()
-        bar = progress.add_task(f"{task_name} {label}: trials", total=budget, status="")
+        tracker.record_campaign(campaign.name, campaign.model_dump(mode="json"), campaign.protocol())
+        # One hold over the study and its repeats: the campaign's run stays RUNNING between them.
+        with tracker.working_on(campaign.name):
+            bar = progress.add_task(f"{task_name} {label}: trials", total=budget, status="")
 
-        def on_trial(outcome, state, best) -> None:
-            best_text = f"best {best:.4g}" if best is not None else "no complete trial yet"
-            progress.update(bar, completed=state.done, status=f"trial {outcome.number} {outcome.state}; {best_text}")
+            def on_trial(outcome, state, best) -> None:
+                best_text = f"best {best:.4g}" if best is not None else "no complete trial yet"
+                progress.update(
+                    bar, completed=state.done, status=f"trial {outcome.number} {outcome.state}; {best_text}"
+                )
 
-        def on_wait(state) -> None:
-            progress.update(bar, completed=state.done, status=f"waiting for {state.active} running trial(s)")
+            def on_wait(state) -> None:
+                progress.update(bar, completed=state.done, status=f"waiting for {state.active} running trial(s)")
 
-        result = run_study(
-            campaign, task_name, label, settings=settings, tracker=tracker, on_trial=on_trial, on_wait=on_wait
-        )
-        progress.update(bar, completed=result.done)
-        repeat_rows = []
-        if repeats:
-            seeds = progress.add_task(f"{task_name} {label}: seeds", total=len(campaign.repeats.seeds), status="")
-            repeat_rows = run_repeats(
-                campaign, task_name, label, settings=settings, tracker=tracker,
-                on_seed=lambda r: progress.update(seeds, advance=1, status=f"seed {r.seed} {'kept' if r.reused else 'done'}"),
-            )  # fmt: skip
+            result = run_study(
+                campaign, task_name, label, settings=settings, tracker=tracker, on_trial=on_trial, on_wait=on_wait
+            )
+            progress.update(bar, completed=result.done)
+            repeat_rows = []
+            if repeats:
+                seeds = progress.add_task(f"{task_name} {label}: seeds", total=len(campaign.repeats.seeds), status="")
+                repeat_rows = run_repeats(
+                    campaign, task_name, label, settings=settings, tracker=tracker,
+                    on_seed=lambda r: progress.update(seeds, advance=1, status=f"seed {r.seed} {'kept' if r.reused else 'done'}"),
+                )  # fmt: skip
     if json_output:
         from dataclasses import asdict
 

@@ -171,6 +171,16 @@ def prepare_campaign(spec: CampaignSpec, settings: Settings | None = None) -> No
         tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
 
 
+@contextmanager
+def working_on_campaign(spec: CampaignSpec, settings: Settings | None = None) -> Iterator[None]:
+    """The campaign's run, recorded if new, held RUNNING over the body (Tracker.working_on):
+    for a command that runs several stages, so that the run is not closed between them."""
+    with Tracker(settings or get_settings()) as tracker:
+        tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
+        with tracker.working_on(spec.name):
+            yield
+
+
 def _sampler(spec: CampaignSpec) -> optuna.samplers.BaseSampler:
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.search.seed)
@@ -569,8 +579,12 @@ def run_study(
     on_wait: Callable[[BudgetState], None] | None = None,
     device: str | None = None,
 ) -> StudyResult:
-    """Run (or resume) the study of one task x activation until its budget is reached."""
-    with StudySession(spec, task, activation, settings=settings, tracker=tracker, data=data) as session:
+    """Run (or resume) the study of one task x activation until its budget is reached,
+    holding the campaign's run RUNNING meanwhile (Tracker.working_on)."""
+    with (
+        StudySession(spec, task, activation, settings=settings, tracker=tracker, data=data) as session,
+        session.tracker.working_on(spec.name),
+    ):
         while (step := session.next_step()) != "done":
             if step == "wait":
                 if on_wait is not None:
@@ -645,7 +659,8 @@ def run_repeats(
 ) -> list[RepeatResult]:
     """Train the study's best parameters on every repeat seed (or ``seeds``; seeds with
     an outcome are kept), log each seed's run with its model, and, for the whole set,
-    register the best seed's model. The seeds to train go in packs (bru_core.packed) of
+    register the best seed's model; the campaign's run is held RUNNING meanwhile
+    (Tracker.working_on). The seeds to train go in packs (bru_core.packed) of
     ``pack`` members, else ``repeats.pack`` ("auto": every seed on the CPU, as many as fit
     on a GPU); each member is its own MLflow run all the same. ``device`` overrides the
     training device (the GPU slot a flow task holds)."""
@@ -655,36 +670,41 @@ def run_repeats(
     tracker = tracker or Tracker(settings)
     try:
         tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
-        study = open_study(spec, task, activation, settings)
-        best = _best(study)
-        if best is None:
-            raise BruError(f"study {study.study_name} has no completed trial yet: run the search before the repeats")
-        params = dict(best.params)
-        finished = tracker.repeat_runs(spec.name, study.study_name)
-        wanted = seeds if seeds is not None else spec.repeats.seeds
-        outcomes: dict[int, RepeatResult] = {}
-        for seed in wanted:
-            if seed in finished:  # finished, or diverged: either is the outcome of this seed
-                outcomes[seed] = _repeat_result(finished[seed], reused=True)
-                if on_seed is not None:
-                    on_seed(outcomes[seed])
-        configs = [
-            _repeat_config(spec, task, activation, params, seed, device) for seed in wanted if seed not in finished
-        ]
-        if configs:
-            if data is None:
-                data = prepare_data(configs[0], resolve_device(configs[0].device))
-            size = pack if pack is not None else spec.repeats.pack
-            repeats = _PackOfRepeats(spec, task, activation, study.study_name, params, best.number, tracker, settings)
-            for result in repeats.train(configs, data, None if size == "auto" else size, on_epoch):
-                outcomes[result.seed] = result
-                if on_seed is not None:
-                    on_seed(result)
-        results = [outcomes[seed] for seed in wanted]
-        if seeds is None:  # the whole set: now the best seed can be chosen
-            _register_best(spec, task, activation, results, tracker)
-        tracker.flush()
-        return results
+        with tracker.working_on(spec.name):
+            study = open_study(spec, task, activation, settings)
+            best = _best(study)
+            if best is None:
+                raise BruError(
+                    f"study {study.study_name} has no completed trial yet: run the search before the repeats"
+                )
+            params = dict(best.params)
+            finished = tracker.repeat_runs(spec.name, study.study_name)
+            wanted = seeds if seeds is not None else spec.repeats.seeds
+            outcomes: dict[int, RepeatResult] = {}
+            for seed in wanted:
+                if seed in finished:  # finished, or diverged: either is the outcome of this seed
+                    outcomes[seed] = _repeat_result(finished[seed], reused=True)
+                    if on_seed is not None:
+                        on_seed(outcomes[seed])
+            configs = [
+                _repeat_config(spec, task, activation, params, seed, device) for seed in wanted if seed not in finished
+            ]
+            if configs:
+                if data is None:
+                    data = prepare_data(configs[0], resolve_device(configs[0].device))
+                size = pack if pack is not None else spec.repeats.pack
+                repeats = _PackOfRepeats(
+                    spec, task, activation, study.study_name, params, best.number, tracker, settings
+                )
+                for result in repeats.train(configs, data, None if size == "auto" else size, on_epoch):
+                    outcomes[result.seed] = result
+                    if on_seed is not None:
+                        on_seed(result)
+            results = [outcomes[seed] for seed in wanted]
+            if seeds is None:  # the whole set: now the best seed can be chosen
+                _register_best(spec, task, activation, results, tracker)
+            tracker.flush()
+            return results
     finally:
         if own_tracker:
             tracker.close()

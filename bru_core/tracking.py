@@ -2,13 +2,15 @@
 
 One experiment per campaign. In it:
 
+* the campaign's own run (``role=campaign``): its spec, protocol and report; RUNNING while
+  a process works on the campaign, closed by the last one to end (``Tracker.working_on``);
 * a parent run per study (tags ``role=study``, campaign, task, activation, study): best
   parameters and best value when the study is done;
 * a nested child run per trial (``role=trial``, ``trial_number``): parameters, per-epoch
   metrics with step = epoch; status mirrors Optuna (complete -> FINISHED, pruned ->
   FINISHED with ``state=pruned``, fail -> FAILED with ``failure``);
 * a run per repeat seed (``role=repeat``, ``seed``): per-epoch train/validation/test
-  metrics, final metrics, the model (with signature, input example and bru_core's source),
+  metrics, final metrics, the model (pt2, with signature and input example: ``model_format``),
   the data set with its digest, and an environment record; the best seed's model is
   registered. A seed whose training diverged is FAILED with ``state=diverged`` and
   ``failure``: an outcome, counted by the statistics as the worst one, never retrained.
@@ -28,12 +30,15 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import threading
 import time
+import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ FLUSH_SECONDS = 5.0
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 ROLE = "bru.role"
 DIVERGED = "diverged"  # bru.state of a repeat whose training diverged: FAILED in MLflow, an outcome for bru
+HOLDER = "bru.holder."  # tag prefix on a campaign's run: one tag per process working on the campaign now
 
 
 class TrackingError(BruError):
@@ -227,6 +233,7 @@ class Tracker:
         self._pending: list[Future] = []
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}
+        self.lease = settings.campaign_lease_seconds  # a holder of a campaign's run unseen this long is gone
 
     # ------------------------------------------------------------------ plumbing
 
@@ -425,6 +432,46 @@ class Tracker:
         found = self.find_runs(experiment.experiment_id, {ROLE: "campaign"})
         return found[0] if found else None
 
+    @contextmanager
+    def working_on(self, campaign: str) -> Iterator[None]:
+        """The campaign's run is RUNNING while the body works on the campaign, then closed:
+        FINISHED, FAILED (an error) or KILLED (an interrupt), unless another live process
+        still holds it. Every process that works on the campaign holds the run with a tag
+        (``bru.holder.<id>``) that a thread renews every lease / 4 seconds; the last one to
+        let go closes the run, so no process's work shows under a finished campaign. A
+        holder that died without letting go counts as gone once its process no longer
+        exists (on this machine) or its lease has run out (elsewhere). Nested and
+        concurrent holds in one process share one tag; the outermost decides the status."""
+        run = self.campaign_run(campaign)
+        if run is None:
+            raise TrackingError(f"campaign {campaign!r} has no run in {shown_url(self.uri)}: record it first")
+        place = (os.getpid(), self.uri, run.info.run_id)  # a forked child holds on its own
+        with _HOLDS_LOCK:
+            hold = _HOLDS.get(place)
+            if hold is None:
+                hold = _HOLDS[place] = _Hold.take(MlflowClient(tracking_uri=self.uri), run.info.run_id, self.lease)
+            hold.count += 1
+        try:
+            yield
+        except BaseException as exc:
+            self._let_go(place, exc)
+            raise
+        self._let_go(place, None)
+
+    def _let_go(self, place: tuple[int, str, str], exc: BaseException | None) -> None:
+        with _HOLDS_LOCK:
+            hold = _HOLDS[place]
+            hold.count -= 1
+            if hold.count:
+                return
+            del _HOLDS[place]
+            try:
+                hold.release(exc)
+            except Exception as failure:  # the work is done; a status not written is no reason to fail it
+                logging.getLogger("bru.tracking").warning(
+                    "the campaign's run %s could not be closed: %s", hold.run_id, str(failure).splitlines()[0][:200]
+                )
+
     def campaign_spec(self, campaign: str) -> dict[str, Any]:
         run = self.campaign_run(campaign)
         if run is None:
@@ -524,8 +571,9 @@ class Tracker:
         return digest
 
     def log_model(self, run_id: str, model: Any, example: Any) -> str:
-        """The trained model with its signature, an input example and bru_core's source
-        (so it loads without bru-lab installed); returns its model URI."""
+        """The trained model with its signature and an input example, serialized as
+        ``model_format`` chooses (pt2 for every model bru builds); returns its model URI and
+        tags the run ``bru.model_format``."""
         import mlflow.pytorch
         import numpy as np
         import torch
@@ -535,16 +583,28 @@ class Tracker:
         example = np.ascontiguousarray(example.astype(np.float32))
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
+        serialization, problem = model_format(model, example)
+        if problem is not None:
+            logging.getLogger("bru.tracking").warning(
+                "run %s: torch.export cannot trace the model (%s); it is logged pickled, and loading it runs "
+                "code bundled with it",
+                run_id, problem,
+            )  # fmt: skip
         mlflow.set_tracking_uri(self.uri)
         with _quiet_mlflow(), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
+                serialization_format=serialization,
                 signature=infer_signature(example, output),
                 input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-                code_paths=[str(Path(bru_core.__file__).parent)],
+                # A pt2 graph holds only torch ops: no bru code is needed to load it, so none is
+                # bundled (MLflow would put it on sys.path at every load). A pickle needs the classes.
+                code_paths=[str(Path(bru_core.__file__).parent)] if serialization == "pickle" else None,
+                metadata={"serialization_format": serialization},
             )
+        self.client.set_tag(run_id, "bru.model_format", serialization)
         return info.model_uri
 
     def register(self, name: str, model_uri: str, run_id: str) -> int:
@@ -631,6 +691,142 @@ class _quiet_mlflow:
 
     def __exit__(self, *exc: object) -> None:
         self._logger.setLevel(self._level)
+
+
+def _this_machine() -> str | None:
+    """What makes two processes' pids comparable: one kernel boot and one pid namespace
+    (containers on one host each have their own); None where /proc does not say."""
+    try:
+        return f"{Path('/proc/sys/kernel/random/boot_id').read_text().strip()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks after boot (/proc/PID/stat, field 22): with the
+    pid, one process for good, even once the pid is reused. None: no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def holder_alive(record: Mapping[str, Any], lease: float, now: float | None = None) -> bool:
+    """Whether the process behind a ``bru.holder.*`` tag may still work on the campaign: on
+    this machine, while its process exists; elsewhere, while it renews within ``lease``."""
+    machine = _this_machine()
+    if machine is not None and record.get("machine") == machine:
+        return record.get("started") is not None and _started(int(record["pid"])) == record["started"]
+    return (now if now is not None else time.time()) - float(record.get("renewed", 0)) <= lease
+
+
+@dataclass
+class _Hold:
+    """This process's hold on a campaign's run: one tag, renewed by a thread."""
+
+    client: MlflowClient
+    run_id: str
+    key: str
+    record: dict[str, Any]
+    lease: float
+    stop: threading.Event
+    renewer: threading.Thread | None = None
+    count: int = 0
+
+    @classmethod
+    def take(cls, client: MlflowClient, run_id: str, lease: float) -> _Hold:
+        now = time.time()
+        record = {
+            "host": socket.gethostname(), "pid": os.getpid(), "machine": _this_machine(),
+            "started": _started(os.getpid()), "since": now, "renewed": now,
+        }  # fmt: skip
+        hold = cls(client, run_id, HOLDER + uuid.uuid4().hex[:12], record, lease, threading.Event())
+        client.set_tag(run_id, hold.key, dumps(record))
+        client.update_run(run_id, status="RUNNING")  # after the tag: see release
+        hold.renewer = threading.Thread(target=hold._renew, name="bru-campaign-hold", daemon=True)
+        hold.renewer.start()
+        return hold
+
+    def _renew(self) -> None:
+        while not self.stop.wait(self.lease / 4):
+            with suppress(Exception):  # a store restart: the next beat tries again, well within the lease
+                self.client.set_tag(self.run_id, self.key, dumps({**self.record, "renewed": time.time()}))
+                if self.stop.is_set():  # let go while the write was retried: it must not outlive the hold
+                    self.client.delete_tag(self.run_id, self.key)
+
+    def _live_holders(self) -> list[str]:
+        """Tags of the other processes that hold the run now; a dead holder's tag is removed."""
+        tags = self.client.get_run(self.run_id).data.tags
+        live, now = [], time.time()
+        for key, value in tags.items():
+            if not key.startswith(HOLDER) or key == self.key:
+                continue
+            try:
+                alive = holder_alive(json.loads(value), self.lease, now)
+            except (ValueError, TypeError, KeyError):
+                alive = False
+            if alive:
+                live.append(key)
+            else:
+                with suppress(mlflow.exceptions.MlflowException):  # another holder removed it just now
+                    self.client.delete_tag(self.run_id, key)
+        return live
+
+    def release(self, exc: BaseException | None) -> None:
+        """Let go of the run, and close it unless another live process holds it.
+
+        Each holder removes its tag before it looks at the others', so of two that let go
+        together the later one sees neither tag and closes the run. One that takes hold
+        while the run is being closed has set its tag before it marks the run RUNNING: the
+        closer that looks again after closing sees it and reopens the run, or else its own
+        RUNNING comes last."""
+        self.stop.set()
+        if self.renewer is not None:
+            self.renewer.join(timeout=10)
+        # Already removed as dead by another holder (after a long store outage): let go all the same.
+        with suppress(mlflow.exceptions.MlflowException):
+            self.client.delete_tag(self.run_id, self.key)
+        if self._live_holders():
+            return
+        tags = self.client.get_run(self.run_id).data.tags
+        if exc is None:
+            status = "FINISHED"
+            if "bru.failure" in tags:  # it described an earlier command
+                self.client.delete_tag(self.run_id, "bru.failure")
+        else:
+            status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            self.client.set_tag(self.run_id, "bru.failure", f"{type(exc).__name__}: {first_line}"[:500])
+        self.client.set_terminated(self.run_id, status)
+        if self._live_holders():
+            self.client.update_run(self.run_id, status="RUNNING")
+
+
+_HOLDS: dict[tuple[int, str, str], _Hold] = {}  # (pid, tracking URI, run id) -> this process's hold
+_HOLDS_LOCK = threading.Lock()
+
+
+def model_format(model: Any, example: Any) -> tuple[str, str | None]:
+    """How a model is serialized, and why not pt2 when it is not.
+
+    pt2 (torch.export): the graph of torch ops and the weights, no pickle, so loading it
+    runs no code of the model's. Under torch.export, ERU/ORU take their eager formulas, not
+    the native op or the compiled kernels (bru_core.kernels), so the graph needs nothing of
+    bru's to load. Every model bru builds of torch.nn modules and bru's activations exports
+    (tests/test_search.py checks each family); a model with any other module (a user's
+    registered activation) is test-exported first, and one that torch.export cannot trace
+    is logged as pickle (the reason returned): an explicit choice for that case."""
+    import torch
+
+    # By module name: tracking sits below the activations in the layering (docs/architecture.md).
+    if all(type(m).__module__.startswith(("torch.nn.", "bru_core.")) for m in model.modules()):
+        return "pt2", None
+    try:
+        torch.export.export(model, (torch.from_numpy(example),), dynamic_shapes=[{0: torch.export.Dim.AUTO}])
+    except Exception as exc:  # torch.export raises plain RuntimeErrors, among others
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        return "pickle", f"{type(exc).__name__}: {first_line}"
+    return "pt2", None
 
 
 _DIGESTS: dict[int, str] = {}

@@ -14,7 +14,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bru_core.locks import campaign_lock
-from bru_core.search import StudySession, prepare_campaign, register_best_model, run_repeats
+from bru_core.search import StudySession, prepare_campaign, register_best_model, run_repeats, working_on_campaign
 from bru_core.settings import get_settings
 from bru_core.spec import CampaignSpec, parse_spec
 from flows.aggregate import aggregate_flow
@@ -66,7 +66,7 @@ def search_study(spec: dict[str, Any], task: str, activation: str) -> dict[str, 
     """Run (or resume) one study to exactly its budget, a trial task at a time."""
     refuse_embedded_stores()
     campaign = parse_spec(spec)
-    with StudySession(campaign, task, activation) as session:
+    with working_on_campaign(campaign), StudySession(campaign, task, activation) as session:
         while (step := session.next_step()) != "done":
             if step == "wait":
                 session.wait()  # the rest of the budget runs elsewhere, or waits out a dead worker's heartbeat
@@ -140,9 +140,16 @@ def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True)
 
 
 def _campaign(checked: CampaignSpec, repeats: bool, aggregate: bool) -> dict[str, Any]:
-    data = checked.model_dump(mode="json")
     ensure_gpu_limit()
     prepare_campaign(checked)
+    # The campaign's MLflow run is RUNNING from here to the end of the aggregation, then
+    # closed FINISHED (FAILED, KILLED) as this flow ends, unless another process holds it.
+    with working_on_campaign(checked):
+        return _stages(checked, repeats, aggregate)
+
+
+def _stages(checked: CampaignSpec, repeats: bool, aggregate: bool) -> dict[str, Any]:
+    data = checked.model_dump(mode="json")
     studies = _studies(checked)
     try:
         searches = [run_search.with_options(task_run_name=f"study {t} {a}").submit(data, t, a) for t, a in studies]

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from bru_core.results import ResultsStore
 from bru_core.search import counts_towards_budget
 from bru_core.settings import get_settings
-from flows.service import DEPLOYMENTS, STORE_SECRETS, secret_reference
+from flows.service import DEPLOYMENTS, SECRET_SETTINGS, secret_reference
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,14 @@ def _counts(home: Path, campaign: str = "smoke") -> dict[str, int]:
         for what in ("evaluations", "comparisons", "summary"):
             counts[f"rows {what}"] = len(store.records(what, campaign))
     return counts
+
+
+def _running(home: Path, campaign: str = "smoke") -> list[str]:
+    """The roles of the campaign's MLflow runs still RUNNING."""
+    client = MlflowClient(get_settings(home=home).tracking)
+    experiment = client.get_experiment_by_name(campaign)
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    return [run.data.tags["bru.role"] for run in runs]
 
 
 EXPECTED_SMOKE = {
@@ -114,9 +122,11 @@ def test_campaign_run_in_process_end_to_end_and_again(tmp_path):
     assert "report: " in first.stdout and "bru ui" in first.stdout
     counts = _counts(tmp_path / "home")
     assert EXPECTED_SMOKE.items() <= counts.items(), counts
+    assert _running(tmp_path / "home") == []  # the campaign's own run included: closed FINISHED
     again = _bru("campaign", "run", SMOKE, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _counts(tmp_path / "home") == counts  # nothing trained, logged or written twice
+    assert _running(tmp_path / "home") == []
 
 
 @pytest.mark.slow
@@ -137,6 +147,7 @@ def test_service_path_deploy_worker_submit_wait(prefect_server, tmp_path):
         assert "flow run Completed" in submitted.stdout and "eru:2 vs relu on digits/mlp4" in submitted.stdout
         counts = _counts(home)
         assert EXPECTED_SMOKE.items() <= counts.items(), counts
+        assert _running(home) == []  # closed by the flow run on the worker
         # the Prefect UI reads like the experiment
         names = {t["name"] for t in _api(prefect_server, "/task_runs/filter", {"limit": 200})}
         assert {"digits/mlp4 relu trial 0", "digits/mlp4 eru:2 trial 2", "digits/mlp4 relu seeds 1-2"} <= names, names
@@ -214,9 +225,10 @@ def test_campaign_run_with_missing_data_is_one_line(tmp_path):
 
 STORES = {
     "BRU_TRACKING_URI": "http://mlflow:5000",
-    "BRU_OPTUNA_STORAGE": "postgresql+psycopg://bru:hex0123@postgres:5432/optuna",
-    "BRU_RESULTS_URL": "postgresql+psycopg://bru:hex0123@postgres:5432/results",
+    "BRU_OPTUNA_STORAGE": "postgresql+psycopg://bru_optuna:hex0123@postgres:5432/optuna",
+    "BRU_RESULTS_URL": "postgresql+psycopg://bru_results:hex4567@postgres:5432/results",
 }
+MLFLOW_LOGIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "hex89ab"}
 
 
 def _resolved_job_env(server, pool: str) -> dict[str, str]:
@@ -263,10 +275,10 @@ def test_deploy_to_a_docker_pool_without_the_stores_is_refused(prefect_server, t
 @pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
 def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_server, tmp_path, pool_type):
     env = prefect_server.env(BRU_HOME=str(tmp_path / "home"))
-    for name in STORES:
+    for name in (*STORES, *MLFLOW_LOGIN):
         env.pop(name, None)
-    if pool_type == "docker":  # docker flow runs get the stores as Secret blocks copied from here
-        env.update(STORES)
+    if pool_type == "docker":  # docker flow runs get the stores and the login as Secret blocks copied from here
+        env.update({**STORES, **MLFLOW_LOGIN})
     pool = f"bru-{pool_type}"
     result = _bru(
         "deploy",
@@ -295,7 +307,7 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "BRU_REQUIRE_SHARED_STORES": "true",
     }  # fmt: skip
     if pool_type == "docker":  # references only: the values live in Secret blocks
-        env_variables.update({name: secret_reference(block) for block, name in STORE_SECRETS.items()})
+        env_variables.update({name: secret_reference(block) for block, name in SECRET_SETTINGS.items()})
     assert deployment["job_variables"] == {"image": "registry.example/bru-lab-worker:1", "env": env_variables}
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/bru-lab"}}
@@ -309,7 +321,7 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     assert not any(p["name"] == "bru-never" for p in _api(prefect_server, "/work_pools/filter", {}))
     if pool_type == "docker":
         assert _resolved_job_env(prefect_server, pool) == {
-            **STORES, "BRU_REQUIRE_SHARED_STORES": "true", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"
+            **STORES, **MLFLOW_LOGIN, "BRU_REQUIRE_SHARED_STORES": "true", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"
         }  # fmt: skip
     automations = _api(prefect_server, "/automations/filter", {})
     (crash,) = [a for a in automations if a["name"] == "bru: crash flow runs that stop beating"]

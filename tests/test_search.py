@@ -17,11 +17,13 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.models import Model
 from optuna.trial import TrialState
 
+import bru_core
 from bru_core import search as search_module
 from bru_core.cli import main
-from bru_core.data import load_data
+from bru_core.data import DataInfo, load_data
 from bru_core.search import budget_state, counts_towards_budget, open_study, run_repeats, run_study
 from bru_core.settings import get_settings
 from bru_core.spec import parse_spec
@@ -63,6 +65,15 @@ def _runs(settings, campaign, role):
     client = MlflowClient(settings.tracking)
     experiment = client.get_experiment_by_name(campaign)
     return client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000)
+
+
+def _statuses(settings, campaign) -> dict[str, set[str]]:
+    """The statuses of a campaign's runs, by role."""
+    statuses: dict[str, set[str]] = {}
+    for role in ("campaign", "study", "trial", "repeat"):
+        if runs := _runs(settings, campaign, role):
+            statuses[role] = {r.info.status for r in runs}
+    return statuses
 
 
 def _trials(settings, spec, task, activation):
@@ -224,6 +235,7 @@ def test_repeats_log_models_data_and_environment_once(digits):
     assert model(x).shape == (5, 10)
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     np.testing.assert_allclose(pyfunc.predict(x.numpy()), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert {r.data.tags["bru.model_format"] for r in runs} == {"pt2"}
     (version,) = client.search_model_versions("name = 't-digits-mlp4-eru2'")
     best = min(results, key=lambda r: (r.final["val_error"], r.final["val_loss"], r.seed))
     assert version.run_id == best.mlflow_run_id  # chosen on validation, not test
@@ -262,6 +274,8 @@ def test_an_interrupted_pack_ends_its_runs_failed_and_a_rerun_trains_them(digits
     monkeypatch.setattr(packed.PackedTrainer, "epoch", epoch)
     with pytest.raises(KeyboardInterrupt):
         run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
+    (campaign,) = _runs(settings, "interrupted", "campaign")
+    assert campaign.info.status == "KILLED" and campaign.data.tags["bru.failure"].startswith("KeyboardInterrupt")
     runs = _runs(settings, "interrupted", "repeat")
     assert sorted(r.data.tags["bru.seed"] for r in runs) == ["101", "102"]
     assert all(
@@ -270,6 +284,8 @@ def test_an_interrupted_pack_ends_its_runs_failed_and_a_rerun_trains_them(digits
     monkeypatch.setattr(packed.PackedTrainer, "epoch", real_epoch)
     again = run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits)
     assert [(r.seed, r.reused, r.status) for r in again] == [(101, False, "finished"), (102, False, "finished")]
+    (campaign,) = _runs(settings, "interrupted", "campaign")
+    assert campaign.info.status == "FINISHED" and "bru.failure" not in campaign.data.tags
 
 
 def test_repeats_are_paired_across_activations(digits):
@@ -288,6 +304,250 @@ def test_repeats_need_a_completed_trial(digits):
 
     with pytest.raises(BruError, match="no completed trial"):
         run_repeats(_spec(), "digits/mlp4", "relu", data=digits)
+
+
+# --------------------------------------------------------------------------- logged models
+
+
+MNIST_SHAPED = DataInfo("mnist", (1, 28, 28), 10, 0, 0, 0)
+CIFAR_SHAPED = DataInfo("cifar10", (3, 32, 32), 10, 0, 0, 0)
+
+
+def _log(tracker, model, example):
+    run_id = tracker.client.create_run(tracker.experiment_id("models")).info.run_id
+    return run_id, tracker.log_model(run_id, model, example)
+
+
+def _model_files(model_uri):
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    return Model.load(str(local / "MLmodel")), sorted(p.name for p in (local / "data").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("model_name", "info", "activation"),
+    [
+        ("mlp4", None, "eru:2"),  # None: the digits themselves
+        ("mlp8", MNIST_SHAPED, "oru:3>2"),
+        ("sae", MNIST_SHAPED, "oru:3|2"),
+        ("lenet5", MNIST_SHAPED, "eru:3"),
+        ("convpool", CIFAR_SHAPED, "oru:2.5"),
+        ("lenet5", CIFAR_SHAPED, "prelu"),
+    ],
+)
+def test_every_model_family_is_logged_as_pt2_and_loads_without_pickle(
+    digits, monkeypatch, model_name, info, activation
+):
+    """pt2 (torch.export), said in MLmodel and on the run; nothing pickled, no code bundled;
+    it loads with pickle refused (MLflow then checks the archive holds none) and predicts
+    what the model predicts: to the bit on the eager formulas ERU/ORU export with, within
+    float32 rounding of the native op that served in training."""
+    from bru_core import kernels
+    from bru_core.models import build_model
+    from bru_core.tracking import Tracker
+
+    info = info or digits.info
+    model = build_model(model_name, info, activation, torch.Generator().manual_seed(0)).eval()
+    example = torch.randn(2, *info.input_shape, generator=torch.Generator().manual_seed(1)).numpy()
+    with Tracker(get_settings()) as tracker:
+        run_id, model_uri = _log(tracker, model, example)
+        assert tracker.client.get_run(run_id).data.tags["bru.model_format"] == "pt2"
+    mlmodel, files = _model_files(model_uri)
+    assert mlmodel.metadata == {"serialization_format": "pt2"} and files == ["model.pt2"]
+    assert mlmodel.flavors["pytorch"]["code"] is None and mlmodel.saved_input_example_info is not None
+    assert tuple(mlmodel.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, *info.input_shape)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    loaded = mlflow.pytorch.load_model(model_uri)
+    ops = {str(node.target) for node in loaded.graph.nodes if node.op == "call_function"}
+    assert all(op.startswith("aten.") for op in ops), ops  # no bru op: loads without bru-lab
+    x = torch.randn(5, *info.input_shape, generator=torch.Generator().manual_seed(2))  # another batch size
+    with torch.no_grad():
+        fast = model(x)
+        kernels.set_kernel_mode("eager")
+        try:
+            eager = model(x)
+        finally:
+            kernels.set_kernel_mode(None)
+        predicted = loaded(x)
+    assert torch.equal(predicted, eager)
+    torch.testing.assert_close(predicted, fast, rtol=1e-5, atol=1e-5)
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    np.testing.assert_array_equal(pyfunc.predict(x.numpy()), predicted.numpy())
+
+
+class _DataDependent(torch.nn.Module):
+    """A user's activation torch.export cannot trace: Python branches on a tensor's value."""
+
+    def forward(self, z):
+        return z.relu() if z.sum() > 0 else z
+
+
+def test_a_model_torch_export_cannot_trace_is_logged_pickled_by_choice(digits):
+    from bru_core.tracking import Tracker, model_format
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(digits.info.n_inputs, 10), _DataDependent()).eval()
+    example = digits.normalise(digits.test.images[:2]).numpy()
+    serialization, reason = model_format(model, example)
+    assert serialization == "pickle" and "data-dependent" in reason
+    with Tracker(get_settings()) as tracker:
+        run_id, model_uri = _log(tracker, model, example)
+        assert tracker.client.get_run(run_id).data.tags["bru.model_format"] == "pickle"
+    mlmodel, files = _model_files(model_uri)
+    assert mlmodel.metadata == {"serialization_format": "pickle"} and "model.pth" in files
+    assert mlmodel.flavors["pytorch"]["code"]  # the pickle needs the classes: bru_core goes with it
+    x = digits.normalise(digits.test.images[:5])
+    with torch.no_grad():
+        torch.testing.assert_close(mlflow.pytorch.load_model(model_uri)(x), model(x))
+
+
+def test_a_model_pickled_by_an_older_run_still_loads_and_registers(digits):
+    """Runs logged before the format was explicit may hold pickles (MLflow's default was
+    pickle before pt2, and still is on Databricks): they load as before (pickle is
+    allowed unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false) and register."""
+    from bru_core.models import build_model
+    from bru_core.tracking import Tracker
+
+    model = build_model("mlp4", digits.info, "oru:3").eval()
+    example = digits.normalise(digits.test.images[:2]).numpy()
+    with Tracker(get_settings()) as tracker:
+        run_id = tracker.client.create_run(tracker.experiment_id("old")).info.run_id
+        mlflow.set_tracking_uri(tracker.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="model", serialization_format="pickle", input_example=example,
+                code_paths=[str(Path(bru_core.__file__).parent)],
+            )  # fmt: skip
+        assert tracker.register("old-digits-mlp4-oru3", info.model_uri, run_id) == 1
+    assert "model.pth" in _model_files(info.model_uri)[1]
+    x = digits.normalise(digits.test.images[:5])
+    with torch.no_grad():
+        torch.testing.assert_close(mlflow.pytorch.load_model("models:/old-digits-mlp4-oru3/1")(x), model(x))
+
+
+# --------------------------------------------------------------------------- the campaign's run
+
+
+def _record(tracker, name):
+    """The campaign's run, as any stage creates it first."""
+    spec = _spec(name=name)
+    tracker.record_campaign(spec.name, spec.model_dump(mode="json"), spec.protocol())
+
+
+def _campaign_run(settings, campaign):
+    from bru_core.tracking import Tracker
+
+    with Tracker(settings) as tracker:
+        return tracker.campaign_run(campaign)
+
+
+def test_each_stage_reopens_the_campaign_run_and_closes_it(digits):
+    """After a study, its repeats and the aggregation, no run of the campaign is RUNNING;
+    each stage reopens the campaign's run while it works and closes it at its end."""
+    from bru_core.aggregate import aggregate
+
+    settings = get_settings()
+    spec = _spec(name="stages", tasks=[{"dataset": "digits", "model": "mlp4", "epochs": 1}], search={"trials": 1})
+    status = lambda: _campaign_run(settings, "stages").info.status  # noqa: E731
+    seen_during: list[str] = []
+    run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits,
+              on_trial=lambda *_: seen_during.append(status()))  # fmt: skip
+    assert _statuses(settings, "stages") == {"campaign": {"FINISHED"}, "study": {"FINISHED"}, "trial": {"FINISHED"}}
+    first_end = _campaign_run(settings, "stages").info.end_time
+    run_repeats(spec, "digits/mlp4", "relu", settings=settings, data=digits,
+                on_seed=lambda _: seen_during.append(status()))  # fmt: skip
+    assert all(statuses == {"FINISHED"} for statuses in _statuses(settings, "stages").values())
+    aggregate("stages", settings, report=False, on_run=lambda *_: seen_during.append(status()))
+    run = _campaign_run(settings, "stages")
+    assert run.info.status == "FINISHED" and run.info.end_time > first_end
+    assert seen_during == ["RUNNING"] * 5  # 1 trial, 2 seeds, 2 repeat runs read
+    assert not [key for key in run.data.tags if key.startswith("bru.holder.")]
+
+
+def test_a_failed_or_interrupted_command_closes_the_campaign_run_failed_or_killed():
+    from bru_core.tracking import Tracker
+
+    settings = get_settings()
+    with Tracker(settings) as tracker:
+        _record(tracker, "ends")
+        for error, status, failure in (
+            (RuntimeError("store gone\ndetails"), "FAILED", "RuntimeError: store gone"),
+            (KeyboardInterrupt(), "KILLED", "KeyboardInterrupt: "),
+        ):
+            with pytest.raises(type(error)), tracker.working_on("ends"):
+                raise error
+            run = tracker.campaign_run("ends")
+            assert (run.info.status, run.data.tags["bru.failure"]) == (status, failure)
+        with tracker.working_on("ends"), tracker.working_on("ends"):  # nested: one hold, the outer decides
+            assert tracker.campaign_run("ends").info.status == "RUNNING"
+        run = tracker.campaign_run("ends")
+        assert run.info.status == "FINISHED" and "bru.failure" not in run.data.tags
+
+
+HOLD = """
+import sys
+from bru_core.settings import get_settings
+from bru_core.tracking import Tracker
+with Tracker(get_settings()) as tracker, tracker.working_on(sys.argv[1]):
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_campaign_run_stays_running_while_another_live_process_holds_it():
+    """Two processes on one campaign: the first to end leaves the run RUNNING while the
+    other still works, and the last one closes it; a holder killed outright (no chance to
+    let go) does not keep it open: on this machine its process is gone, elsewhere its
+    lease runs out."""
+    from bru_core.tracking import HOLDER, Tracker, holder_alive
+
+    settings = get_settings()
+    with Tracker(settings) as tracker:
+        _record(tracker, "shared")
+    other = subprocess.Popen([sys.executable, "-c", HOLD, "shared"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "holding"
+        with Tracker(settings) as tracker:
+            with tracker.working_on("shared"):
+                pass
+            run = tracker.campaign_run("shared")
+            assert run.info.status == "RUNNING"  # the other process still works on it
+            (held,) = [json.loads(v) for k, v in run.data.tags.items() if k.startswith(HOLDER)]
+            assert held["pid"] == other.pid and holder_alive(held, tracker.lease)
+            other.communicate("done\n", timeout=60)  # the other one ends: the last out closes it
+            assert other.returncode == 0
+            assert tracker.campaign_run("shared").info.status == "FINISHED"
+            other = subprocess.Popen([sys.executable, "-c", HOLD, "shared"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+            assert other.stdout.readline().strip() == "holding"
+            assert tracker.campaign_run("shared").info.status == "RUNNING"
+            other.kill()
+            other.wait(timeout=60)
+            with tracker.working_on("shared"):
+                pass
+            run = tracker.campaign_run("shared")
+            assert run.info.status == "FINISHED" and not [k for k in run.data.tags if k.startswith(HOLDER)]
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    elsewhere = {"host": "gpu-7", "pid": 1, "machine": "another-boot/pid:[1]", "started": "1"}
+    now = time.time()
+    assert holder_alive({**elsewhere, "renewed": now - 80}, lease=90, now=now)
+    assert not holder_alive({**elsewhere, "renewed": now - 100}, lease=90, now=now)
+
+
+def test_a_hold_is_renewed_within_its_lease():
+    from bru_core.tracking import HOLDER, Tracker
+
+    settings = get_settings(campaign_lease_seconds=2)
+    with Tracker(settings) as tracker:
+        _record(tracker, "renewed")
+        with tracker.working_on("renewed"):
+            time.sleep(1.2)  # two renewals at lease / 4
+            (held,) = [
+                json.loads(v) for k, v in tracker.campaign_run("renewed").data.tags.items() if k.startswith(HOLDER)
+            ]
+    assert held["renewed"] - held["since"] >= 0.5
 
 
 # --------------------------------------------------------------------------- other stores
@@ -341,6 +601,8 @@ def test_bru_search_json_and_a_second_run_adds_nothing(capsys, tmp_path):
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and first["study"]["done"] == 3 and len(first["repeats"]) == 2
     assert not any(r["reused"] for r in first["repeats"])
+    assert _statuses(get_settings(), "smoke") == {"campaign": {"FINISHED"}, "study": {"FINISHED"},
+                                                  "trial": {"FINISHED"}, "repeat": {"FINISHED"}}  # fmt: skip
     code = main(["search", str(spec), "--task", "digits/mlp4", "-a", "ERU:2.0", "--json"])
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and all(r["reused"] for r in second["repeats"])
