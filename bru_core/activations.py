@@ -1,6 +1,6 @@
 """Bionodal root units (ERU, ORU) and the activation registry.
 
-The maths floor of bru-lab: it imports torch and nothing else of the project.
+The maths floor of bru-lab: it imports torch and, of the project, only bru_core.kernels.
 
 ERU and ORU come in two implementations that must agree (tests/test_activations.py):
 
@@ -10,10 +10,11 @@ ERU and ORU come in two implementations that must agree (tests/test_activations.
 * ``eru`` / ``oru``: the path used in training. One autograd Function that saves one
   tensor, as ELU does, over one of three implementations (bru_core.kernels.choose, as
   BRU_KERNELS says): on the CPU the native op (bru_core.native, one C++ kernel each way),
-  on CUDA the compiled fused kernels (bru_core.kernels), and the eager ops here wherever
-  neither serves (float64, no compiler, BRU_KERNELS=eager). Eager ops: the forward
-  computes the value with in-place ops and saves the input, and the backward computes
-  the exact slope from it with differentiable ops, so gradients of any order are exact.
+  on CUDA the compiled fused kernels (bru_core.kernels), and the eager ops
+  (bru_core.kernels.eager) wherever neither serves (float64, no compiler,
+  BRU_KERNELS=eager). Eager ops: the forward computes the value with in-place ops and
+  saves the input, and the backward computes the exact slope from it with
+  differentiable ops, so gradients of any order are exact.
   Native op and fused kernels: in float32 the output is saved, the slope from it being
   cheaper; in bfloat16/float16 the input, because a slope from a rounded output cancels
   (y + 1/r) and can even come out negative. A double backward (create_graph=True) takes
@@ -84,78 +85,7 @@ def oru_reference(z: Tensor, r: float = DEFAULT_RADIX) -> Tensor:
 
 
 # --------------------------------------------------------------------------- fast path
-
-
-_LOG2_E = 1 / math.log(2)
-
-
-def _log2_u(a: Tensor, r: float) -> Tensor:
-    """log2(r^2 a + 1) for a >= 0, without overflow and exactly 0 at a = 0.
-
-    u is evaluated scaled by a power of two, u / 2^k = a r^2 / 2^k + 2^-k with r^2 <= 2^k, so
-    it cannot overflow; the scaling is exact, log2(2^-k) = -k is exact, and so is adding k
-    back (which keeps the value at 0 and the slope r at 0 exact, unlike folding k into
-    the callers' constants)."""
-    k, scale = kernels.overflow_scaling(r)
-    log2_u = torch.log2(a * (r * r * scale) + scale)
-    return log2_u.add_(k) if k else log2_u
-
-
-# Values: computed inside Function.forward (no autograd), so in-place ops are free to use.
-
-
-def _eru_value(z: Tensor, r: float) -> Tensor:
-    if r == 2:
-        # The default radix, exact in binary: u^(1/2) = 2 sqrt(a + 1/4), w = u^(1/2) e.
-        half_w = torch.relu(z).add_(0.25).sqrt_().mul_(z.clamp(max=0).mul_(2.0).exp_())
-        return half_w.sub_(0.25).mul_(2.0)  # w - 1/2
-    # Any radix, in base-2 logs (log2/exp2 are the fastest transcendental kernels on the
-    # CPU): w = u^(1/r) exp(r min(z, 0)) = 2^(log2(u) / r + r log2(e) min(z, 0)).
-    log2_w = _log2_u(torch.relu(z), r).mul_(1 / r).add_(z.clamp(max=0), alpha=r * _LOG2_E)
-    return log2_w.exp2_().sub_(1 / r)
-
-
-def _oru_value(z: Tensor, r: float) -> Tensor:
-    if r == 2:
-        return z.abs().add_(0.25).sqrt_().mul_(2.0).sub_(1.0).copysign_(z)
-    return _log2_u(z.abs(), r).mul_(1 / r).exp2_().sub_(1.0).copysign_(z)  # exactly 0 at z = 0
-
-
-# Slopes: f'(z) = r w / u = r u^(1/r - 1) exp(r min(z, 0)), one exp2 for all of it, and
-# never negative. Computed in backward from the saved input with out-of-place ops, so that
-# with create_graph=True autograd differentiates them again (exact second order).
-# bru_core.kernels.slope_from_input is the same formula, term for term, for the fused path.
-
-
-def _eru_slope(z: Tensor, r: float) -> Tensor:
-    if r == 2:
-        # 2 w / (4a + 1) = exp(2 min(z, 0)) / sqrt(a + 1/4)
-        return torch.rsqrt(torch.relu(z) + 0.25) * torch.exp(z.clamp(max=0) * 2.0)
-    exponent = torch.add(_log2_u(torch.relu(z), r) * (1 / r - 1), z.clamp(max=0), alpha=r * _LOG2_E)
-    return torch.exp2(exponent + math.log2(r))
-
-
-def _oru_slope(z: Tensor, r: float) -> Tensor:
-    if r == 2:
-        return torch.rsqrt(z.abs() + 0.25)
-    return torch.exp2(_log2_u(z.abs(), r) * (1 / r - 1) + math.log2(r))
-
-
-_VALUES = {"eru": _eru_value, "oru": _oru_value}
-_SLOPES = {"eru": _eru_slope, "oru": _oru_slope}
-
-
-def _eager_value(family: str, z: Tensor, r: float) -> Tensor:
-    if z.dtype in kernels.LOW_PRECISION:  # in float32, rounded once (module docstring)
-        return _VALUES[family](z.float(), r).to(z.dtype)
-    return _VALUES[family](z, r)
-
-
-def _eager_gradient(family: str, z: Tensor, grad: Tensor, r: float) -> Tensor:
-    """grad * f'(z) with differentiable eager ops; low precision in float32, rounded once."""
-    if z.dtype in kernels.LOW_PRECISION:
-        return (grad.float() * _SLOPES[family](z.float(), r)).to(grad.dtype)
-    return grad * _SLOPES[family](z, r)
+# The eager formulas are bru_core.kernels.eager's: they are one of the kernel paths.
 
 
 class _RadixFunction(torch.autograd.Function):
@@ -176,7 +106,7 @@ class _RadixFunction(torch.autograd.Function):
         ctx.kernel = path if value is not None else None
         ctx.from_output = ctx.kernel is not None and z.dtype not in kernels.LOW_PRECISION
         if value is None:
-            value = _eager_value(family, z, r)
+            value = kernels.eager_value(family, z, r)
         ctx.save_for_backward(value if ctx.from_output else z)
         return value
 
@@ -189,7 +119,7 @@ class _RadixFunction(torch.autograd.Function):
                 return grad, None, None, None
         if ctx.from_output:
             return grad_output * kernels.eager_slope(ctx.family, saved, ctx.r), None, None, None
-        return _eager_gradient(ctx.family, saved, grad_output, ctx.r), None, None, None
+        return kernels.eager_gradient(ctx.family, saved, grad_output, ctx.r), None, None, None
 
 
 def _kernel_value(family: str, z: Tensor, r: float, path: kernels.KernelPath) -> Tensor | None:
@@ -226,7 +156,7 @@ def radix_unit(family: str, z: Tensor, r: float, path: kernels.KernelPath | None
     if z.requires_grad and torch.is_grad_enabled():
         return _RadixFunction.apply(z, r, family, path)
     value = _kernel_value(family, z, r, path)
-    return value if value is not None else _eager_value(family, z, r)
+    return value if value is not None else kernels.eager_value(family, z, r)
 
 
 def eru(z: Tensor, r: float = DEFAULT_RADIX, fused: bool | None = None) -> Tensor:

@@ -36,8 +36,8 @@ from bru_core.results import (
     now,
 )
 from bru_core.settings import Settings, get_settings
-from bru_core.spec import CampaignSpec, parse_spec
-from bru_core.tracking import DIVERGED, ROLE, Tracker
+from bru_core.spec import CampaignSpec, TaskSpec, parse_spec
+from bru_core.tracking import DIVERGED, ROLE, Tracker, final_metrics
 
 CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error")
 CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
@@ -68,17 +68,13 @@ class AggregateResult:
     report_dir: str | None = None
 
 
-def objective_of(spec: CampaignSpec, task: str) -> str:
-    return spec.task(task).objective
-
-
 def collect(tracker: Tracker, spec: CampaignSpec, on_run: Callable[[int, int], None] | None = None) -> list[RepeatRun]:
     """Every repeat run of the campaign with an outcome, with its final metrics and curves."""
     runs = tracker.repeat_outcomes(spec.name)
     result = []
     for i, run in enumerate(runs):
         tags = run.data.tags
-        final = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
+        final = final_metrics(run)
         keys = set(run.data.metrics)
         curves = {key: tracker.metric_history(run.info.run_id, key) for key in CURVES if key in keys}
         diverged = run.info.status == "FAILED" and tags.get("bru.state") == DIVERGED
@@ -144,7 +140,7 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
     activations of the mean final validation metric of the finished runs."""
     by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        metric = stats.validation_metric(objective_of(spec, run.task))
+        metric = spec.validation_metric(run.task)
         if run.status == FINISHED and metric in run.final:
             by_task[run.task][run.activation].append(run.final[metric])
     targets: dict[str, float | None] = {}
@@ -153,7 +149,7 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
         targets[task] = pystats.median(means) if means else None
     evaluations = []
     for run in runs:
-        objective = objective_of(spec, run.task)
+        objective = spec.task(run.task).objective
         epochs = max((len(c) for c in run.curves.values()), default=0)
         common = dict(task=run.task, activation=run.activation, seed=run.seed, mlflow_run_id=run.run_id,
                       epochs=epochs, seconds=run.seconds, status=run.status, failure=run.failure)  # fmt: skip
@@ -161,7 +157,7 @@ def evaluate_runs(spec: CampaignSpec, runs: list[RepeatRun]) -> tuple[list[Evalu
             evaluations.append(Evaluation(**common))
             continue
         target = targets.get(run.task)
-        curve = run.curves.get(stats.validation_metric(objective), [])
+        curve = run.curves.get(spec.validation_metric(run.task), [])
         final = run.final
         evaluations.append(
             Evaluation(
@@ -233,69 +229,90 @@ def compute(
 ) -> tuple[list[SummaryRow], list[ComparisonRow], list[RankingRow]]:
     """Summaries, paired comparisons (the declared families, Holm within each) and rankings."""
     values = _values(evaluations)
-    epochs = {t.name: t.epochs for t in spec.tasks}
-    alpha = spec.compare.alpha
-    confirmatory = set(spec.confirmatory_pairs())
     labels, pairs = spec.labels, comparison_pairs(spec.labels, spec.references)
+    # (task, metric, a, b) of the confirmatory family: each task's primary metric only
+    confirmatory = {(t, spec.primary_metric(t), a, b) for t, a, b in spec.confirmatory_pairs()}
     summaries: list[SummaryRow] = []
-    comparisons: list[ComparisonRow] = []
-    spread: dict[int, float | None] = {}  # id(row) -> the sd its minimum detectable difference is for
-    for task in (t.name for t in spec.tasks):
-        primary = spec.primary_metric(task)
-        for metric in stats.metrics_for(objective_of(spec, task)):
-            info = stats.METRICS[metric]
-            for activation in labels:
-                sample = values.get((task, activation, metric))
-                if not sample:
-                    continue
-                s = stats.describe(list(sample.values()))
-                censored = sum(math.isfinite(v) and v > epochs[task] for v in sample.values()) if info.censored else 0
-                summaries.append(
-                    SummaryRow(task=task, activation=activation, metric=metric, lower_is_better=info.lower_is_better,
-                               n=s.n, n_failed=s.n_failed, n_censored=censored, mean=s.mean, sd=s.sd, median=s.median,
-                               iqm=s.iqm, ci_low=s.ci_low, ci_high=s.ci_high)
-                )  # fmt: skip
-            tests = ("wilcoxon",) if info.censored else ("wilcoxon", "paired_t")
-            for a, b in pairs:
-                xa, xb = values.get((task, a, metric), {}), values.get((task, b, metric), {})
-                c = stats.compare_paired(xa, xb, info.lower_is_better, tests)
-                missing = f"no repeat runs of {a if not xa else b}" if not (xa and xb) else ""
-                for kind, t in zip(tests, c.tests, strict=True):
-                    family = (
-                        CONFIRMATORY
-                        if metric == primary
-                        and (task, a, b) in confirmatory
-                        and stats.test_kind(kind) == spec.compare.test
-                        else EXPLORATORY
-                    )
-                    diff = None if c.mean_a is None or c.mean_b is None else c.mean_a - c.mean_b
-                    note = "; ".join(
-                        n for n in (missing or c.note, t.note, _metric_note(info, xa, xb, epochs[task])) if n
-                    )
-                    row = ComparisonRow(
-                        task=task, metric=metric, a=a, b=b, family=family, n=c.n, n_failed_a=c.n_failed_a,
-                        n_failed_b=c.n_failed_b, mean_a=c.mean_a, mean_b=c.mean_b, diff=diff, estimate=t.estimate,
-                        ci_low=t.ci_low, ci_high=t.ci_high, test=t.test, statistic=t.statistic, p_value=t.p_value,
-                        p_adjusted=None, mdd=None, effect_size=c.effect_size, effect_size_kind="cohen_dz",
-                        better="not tested", prob_improvement=c.prob_improvement, lower_is_better=info.lower_is_better,
-                        note=note,
-                    )  # fmt: skip
-                    spread[id(row)] = _scale_for(kind, c)
-                    comparisons.append(row)
-    families: dict[tuple[str, ...], list[ComparisonRow]] = defaultdict(list)
-    for row in comparisons:
-        families[stats.holm_family(row.family, row.metric, row.test)].append(row)
-    for rows in families.values():
-        adjusted = stats.holm([r.p_value for r in rows])
+    compared: list[tuple[ComparisonRow, float | None]] = []
+    for task in spec.tasks:
+        for metric in stats.metrics_for(task.objective):
+            summaries += _summaries(task, metric, labels, values)
+            compared += _comparisons(task, metric, pairs, values, confirmatory, spec.compare.test)
+    comparisons = _adjust(compared, spec.compare.alpha)
+    return summaries, comparisons, _rankings(spec, summaries)
+
+
+def _summaries(
+    task: TaskSpec, metric: str, labels: list[str], values: dict[tuple[str, str, str], dict[int, float]]
+) -> list[SummaryRow]:
+    """One row per activation with values of ``metric`` on ``task``."""
+    info = stats.METRICS[metric]
+    rows = []
+    for activation in labels:
+        sample = values.get((task.name, activation, metric))
+        if not sample:
+            continue
+        s = stats.describe(list(sample.values()))
+        censored = sum(math.isfinite(v) and v > task.epochs for v in sample.values()) if info.censored else 0
+        rows.append(
+            SummaryRow(task=task.name, activation=activation, metric=metric, lower_is_better=info.lower_is_better,
+                       n=s.n, n_failed=s.n_failed, n_censored=censored, mean=s.mean, sd=s.sd, median=s.median,
+                       iqm=s.iqm, ci_low=s.ci_low, ci_high=s.ci_high)
+        )  # fmt: skip
+    return rows
+
+
+def _comparisons(
+    task: TaskSpec,
+    metric: str,
+    pairs: list[tuple[str, str]],
+    values: dict[tuple[str, str, str], dict[int, float]],
+    confirmatory: set[tuple[str, str, str, str]],
+    test: str,
+) -> list[tuple[ComparisonRow, float | None]]:
+    """Each pair on one task and metric under each test the metric allows, not yet
+    adjusted; each row with the sd its minimum detectable difference is for."""
+    info = stats.METRICS[metric]
+    tests = ("wilcoxon",) if info.censored else ("wilcoxon", "paired_t")
+    rows = []
+    for a, b in pairs:
+        xa, xb = values.get((task.name, a, metric), {}), values.get((task.name, b, metric), {})
+        c = stats.compare_paired(xa, xb, info.lower_is_better, tests)
+        missing = f"no repeat runs of {a if not xa else b}" if not (xa and xb) else ""
+        metric_note = _metric_note(info, xa, xb, task.epochs)
+        for kind, t in zip(tests, c.tests, strict=True):
+            declared = (task.name, metric, a, b) in confirmatory and stats.test_kind(kind) == test
+            diff = None if c.mean_a is None or c.mean_b is None else c.mean_a - c.mean_b
+            note = "; ".join(n for n in (missing or c.note, t.note, metric_note) if n)
+            row = ComparisonRow(
+                task=task.name, metric=metric, a=a, b=b, family=CONFIRMATORY if declared else EXPLORATORY, n=c.n,
+                n_failed_a=c.n_failed_a, n_failed_b=c.n_failed_b, mean_a=c.mean_a, mean_b=c.mean_b, diff=diff,
+                estimate=t.estimate, ci_low=t.ci_low, ci_high=t.ci_high, test=t.test, statistic=t.statistic,
+                p_value=t.p_value, p_adjusted=None, mdd=None, effect_size=c.effect_size, effect_size_kind="cohen_dz",
+                better="not tested", prob_improvement=c.prob_improvement, lower_is_better=info.lower_is_better,
+                note=note,
+            )  # fmt: skip
+            rows.append((row, _scale_for(kind, c)))
+    return rows
+
+
+def _adjust(compared: list[tuple[ComparisonRow, float | None]], alpha: float) -> list[ComparisonRow]:
+    """Holm within each family, the verdicts, and the confirmatory rows' minimum detectable
+    difference; the rows in their order."""
+    families: dict[tuple[str, ...], list[tuple[ComparisonRow, float | None]]] = defaultdict(list)
+    for row, scale in compared:
+        families[stats.holm_family(row.family, row.metric, row.test)].append((row, scale))
+    for members in families.values():
+        adjusted = stats.holm([row.p_value for row, _ in members])
         size = sum(p is not None for p in adjusted)
-        for row, p in zip(rows, adjusted, strict=True):
+        for (row, scale), p in zip(members, adjusted, strict=True):
             row.p_adjusted = p
             row.better = stats.verdict(row.estimate, p, row.lower_is_better, alpha)
             if row.family == CONFIRMATORY and p is not None:
                 # The difference a lone real effect needs to be found 80% of the time at
                 # Holm's first step, alpha / family size, for normal differences of the observed sd.
-                row.mdd = stats.mdd(stats.test_kind(row.test), row.n, spread[id(row)], alpha / size)
-    return summaries, comparisons, _rankings(spec, summaries)
+                row.mdd = stats.mdd(stats.test_kind(row.test), row.n, scale, alpha / size)
+    return [row for row, _ in compared]
 
 
 def _rankings(spec: CampaignSpec, summaries: list[SummaryRow]) -> list[RankingRow]:
@@ -348,7 +365,7 @@ def aggregate(
             summaries, comparisons, rankings = compute(spec, evaluations)
             tasks = [
                 Task(task=t.name, dataset=t.dataset, model=t.model, objective=t.objective, epochs=t.epochs,
-                     primary_metric=spec.primary_metric(t.name), target_metric=stats.validation_metric(t.objective),
+                     primary_metric=spec.primary_metric(t.name), target_metric=spec.validation_metric(t.name),
                      target=targets.get(t.name))
                 for t in spec.tasks
             ]  # fmt: skip

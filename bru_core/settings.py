@@ -9,7 +9,12 @@
 | BRU_RESULTS_URL | sqlite:///<home>/results.db | aggregated results (any SQLAlchemy URL) |
 | BRU_HEARTBEAT_SECONDS | 30 | how often a running trial proves it is alive |
 | BRU_HEARTBEAT_GRACE_SECONDS | 120 | after this long without a heartbeat a trial is failed and retried |
+| BRU_CAMPAIGN_LEASE_SECONDS | 90 | after this long unrenewed a dead campaign's lock is taken over |
+| BRU_GPU_LEASE_SECONDS | 300 | a dead worker's slot of the ``gpu`` limit goes back after this (at least 60) |
+| BRU_SLOTS_PER_GPU | the pool's | trials that may share one of this machine's GPUs (`bru worker --slots-per-gpu`) |
+| BRU_POOL_SLOTS_PER_GPU | 1 | the same for the pool, when BRU_SLOTS_PER_GPU is unset (`bru deploy --slots-per-gpu`) |
 | BRU_REQUIRE_SHARED_STORES | false | refuse to run on the embedded stores (set by `bru deploy` for container pools) |
+| BRU_KERNELS | auto | which ERU/ORU kernels run (bru_core.kernels): auto (the native op on the CPU, the fused kernels on CUDA), native, fused or eager |
 
 Command-line options override them. A plain ``postgresql://`` URL means psycopg 3 (with
 SQLAlchemy 2.1), which bru-lab installs.
@@ -17,10 +22,15 @@ SQLAlchemy 2.1), which bru-lab installs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KernelMode = Literal["auto", "fused", "eager", "native"]
+KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager", "native")
 
 
 class Settings(BaseSettings):
@@ -37,6 +47,14 @@ class Settings(BaseSettings):
     # A flow run in a throwaway container must not write to SQLite under BRU_HOME, which
     # vanishes with the container: `bru deploy` sets this for docker and kubernetes pools.
     require_shared_stores: bool = False
+    # Kept as text and checked where used (flows/gpu.py): a bad value fails the GPU step in
+    # its own words (BRU_SLOTS_PER_GPU: must be ...), not every command that reads settings.
+    gpu_lease_seconds: str = "300"
+    slots_per_gpu: str = ""
+    pool_slots_per_gpu: str = ""
+    # Which ERU/ORU kernels run. Text, checked where used (kernel_mode), as the GPU settings
+    # are: a bad value fails the first ERU/ORU call, not every command that reads settings.
+    kernels: str = "auto"
 
     def shared_stores(self) -> dict[str, str | None]:
         """The three store settings as given (None: the embedded SQLite default under home)."""
@@ -75,9 +93,16 @@ class Settings(BaseSettings):
     def results(self) -> str:
         return self.results_url or f"sqlite:///{self.home_path / 'results.db'}"
 
-    def needs_home(self) -> bool:
-        """True when some state lives under the home folder (so it must exist)."""
-        return any(url.startswith("sqlite:///") for url in (self.tracking, self.optuna))
+
+def kernel_mode(value: str | None = None) -> KernelMode:
+    """BRU_KERNELS (Settings.kernels) checked: one of KERNEL_MODES, blank for auto. With no
+    ``value``, the variable alone: bru_core.kernels asks on every ERU/ORU call, where
+    building Settings (a millisecond) would cost more than the kernel."""
+    raw = os.environ.get("BRU_KERNELS", "auto") if value is None else value
+    mode = raw.strip().lower() or "auto"
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"BRU_KERNELS: must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -19,6 +19,7 @@ from bru_core.settings import get_settings
 from bru_core.spec import CampaignSpec, parse_spec
 from flows.aggregate import aggregate_flow
 from flows.gpu import ensure_gpu_limit, gpu_slot, release_idle_slots
+from flows.names import CAMPAIGN_FLOW, CAMPAIGN_RUN_NAME, SEARCH_FLOW
 from flows.retries import RETRY_DELAYS, infrastructure_failure
 from flows.stores import refuse_embedded_stores
 
@@ -61,7 +62,7 @@ def train_trial(session: StudySession) -> dict[str, Any] | None:
     return asdict(outcome) if outcome is not None else None
 
 
-@flow(name="bru-search", flow_run_name="search {task} {activation}")
+@flow(name=SEARCH_FLOW, flow_run_name="search {task} {activation}")
 def search_study(spec: dict[str, Any], task: str, activation: str) -> dict[str, Any]:
     """Run (or resume) one study to exactly its budget, a trial task at a time."""
     refuse_embedded_stores()
@@ -125,7 +126,7 @@ def _studies(campaign: CampaignSpec) -> list[tuple[str, str]]:
     return [(t.name, a) for t in campaign.tasks for a in campaign.labels]
 
 
-@flow(name="bru-campaign", flow_run_name="campaign {spec[name]}", task_runner=ThreadPoolTaskRunner(max_workers=16))
+@flow(name=CAMPAIGN_FLOW, flow_run_name=CAMPAIGN_RUN_NAME, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def campaign(spec: dict[str, Any], repeats: bool = True, aggregate: bool = True) -> dict[str, Any]:
     """A whole campaign: the spec as data (a checked campaign spec, e.g. parsed YAML)."""
     import optuna

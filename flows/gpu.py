@@ -9,12 +9,12 @@ after the lease (``BRU_GPU_LEASE_SECONDS``, default 300 s, at least 60) runs out
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bru_core.errors import ConfigError
+from bru_core.settings import get_settings
 
 GPU_LIMIT = "gpu"
 # Trials that may share one GPU. This machine's setting (``bru worker --slots-per-gpu``
@@ -53,10 +53,10 @@ def slots_per_gpu(cpu: bool = False) -> int:
     BRU_POOL_SLOTS_PER_GPU (from ``bru deploy --slots-per-gpu``), else 1. With ``cpu``
     (a machine without a GPU) only this machine's own BRU_SLOTS_PER_GPU counts: the
     pool's setting is about GPUs, and a CPU worker keeps one trial at a time."""
-    own = os.environ.get(SLOTS_PER_GPU_ENV, "")
+    settings = get_settings()
+    own, pool = settings.slots_per_gpu, settings.pool_slots_per_gpu
     if own.strip():
         return check_slots_per_gpu(own, SLOTS_PER_GPU_ENV)
-    pool = os.environ.get(POOL_SLOTS_PER_GPU_ENV, "")
     if pool.strip() and not cpu:
         return check_slots_per_gpu(pool, POOL_SLOTS_PER_GPU_ENV)
     return 1
@@ -111,7 +111,7 @@ def _pool() -> _DevicePool:
 
 def lease_seconds() -> float:
     """BRU_GPU_LEASE_SECONDS (default 300; Prefect's server accepts 60 at least)."""
-    return max(60.0, float(os.environ.get("BRU_GPU_LEASE_SECONDS", "300")))
+    return max(60.0, float(get_settings().gpu_lease_seconds))
 
 
 class _SlotKeeper:

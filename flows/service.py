@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bru_core.errors import BruError
+from flows.names import AGGREGATE_FLOW, CAMPAIGN_FLOW, POOL, SEARCH_FLOW, campaign_run_name
 
 REPO = Path(__file__).resolve().parent.parent
-POOL = "bru-gpu"
 DEPLOYMENTS = {
-    "bru-campaign": "flows/campaign.py:campaign",
-    "bru-aggregate": "flows/aggregate.py:aggregate_flow",
+    CAMPAIGN_FLOW: "flows/campaign.py:campaign",
+    AGGREGATE_FLOW: "flows/aggregate.py:aggregate_flow",
 }
 INFRA = REPO / "infra"
 # Flow runs beat every HEARTBEAT_SECONDS (Prefect's shortest period); one of bru's flow
@@ -30,7 +30,7 @@ INFRA = REPO / "infra"
 HEARTBEAT_SECONDS = 30
 CRASH_AFTER_SECONDS = 300
 CRASH_AUTOMATION = "bru: crash flow runs that stop beating"
-BRU_FLOWS = ("bru-campaign", "bru-search", "bru-aggregate")
+BRU_FLOWS = (CAMPAIGN_FLOW, SEARCH_FLOW, AGGREGATE_FLOW)
 
 
 class ServiceError(BruError):
@@ -173,14 +173,28 @@ def deploy(
     created if missing (this machine's GPUs, at least 1) and otherwise kept.
     ``slots_per_gpu`` given also goes to every flow run as the job variable
     BRU_POOL_SLOTS_PER_GPU: up to that many trials share one GPU (flows/gpu.py)."""
-    from prefect import deploy as prefect_deploy
-    from prefect import flow as prefect_flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    _check_deploy_options(pool_type, gpus, slots_per_gpu, crash_after)
+    secrets = _store_secrets(pool_type)  # before anything is created: a missing store stops it all
+    url = check_api()
+    _save_secrets(secrets)
+    _ensure_pool(pool, pool_type)
+    slots = _set_gpu_limit(gpus, slots_per_gpu)
+    ensure_crash_automation(crash_after)
+    workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
+    job_variables = _job_variables(pool_type, secrets, slots_per_gpu, image)
+    return {
+        "api": url,
+        "pool": pool,
+        "type": pool_type,
+        "gpu_slots": slots,
+        "slots_per_gpu": slots_per_gpu,
+        "crash_after": crash_after,
+        "workdir": workdir,
+        "deployments": _deploy_flows(source, workdir, pool, job_variables),
+    }
 
-    from flows.gpu import POOL_SLOTS_PER_GPU_ENV, ensure_gpu_limit, local_gpu_count
 
+def _check_deploy_options(pool_type: str, gpus: int | None, slots_per_gpu: int | None, crash_after: float) -> None:
     if pool_type not in ("process", "docker", "kubernetes"):
         raise ServiceError(f"--type: {pool_type!r} is not one of process, docker, kubernetes")
     if gpus is not None and gpus < 1:
@@ -192,13 +206,24 @@ def deploy(
             f"--crash-after: must be at least {3 * HEARTBEAT_SECONDS} s (three heartbeats of {HEARTBEAT_SECONDS} s), "
             f"got {crash_after:g}"
         )
-    secrets = _store_secrets(pool_type)
-    url = check_api()
-    if secrets:
-        from prefect.blocks.system import Secret
 
-        for name, value in secrets.items():
-            Secret(value=value).save(name, overwrite=True)
+
+def _save_secrets(secrets: dict[str, str]) -> None:
+    """Create or overwrite the Prefect Secret blocks (block name -> value)."""
+    if not secrets:
+        return
+    from prefect.blocks.system import Secret
+
+    for name, value in secrets.items():
+        Secret(value=value).save(name, overwrite=True)
+
+
+def _ensure_pool(pool: str, pool_type: str) -> None:
+    """Create the work pool if missing; ServiceError if one of another type has the name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
     with get_client(sync_client=True) as client:
         try:
             existing = client.read_work_pool(pool)
@@ -210,21 +235,42 @@ def deploy(
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type=pool_type, base_job_template=_base_job_template(pool_type))
             )
+
+
+def _set_gpu_limit(gpus: int | None, slots_per_gpu: int | None) -> int:
+    """The ``gpu`` limit as deploy's docstring says; returns it."""
+    from flows.gpu import ensure_gpu_limit, local_gpu_count
+
     if gpus is None and slots_per_gpu is None:
-        slots = ensure_gpu_limit(missing=local_gpu_count() or 1)
-    else:
-        slots = ensure_gpu_limit((gpus or local_gpu_count() or 1) * (slots_per_gpu or 1))
-    ensure_crash_automation(crash_after)
-    workdir = workdir or (str(source) if pool_type == "process" else CONTAINER_WORKDIR)
-    job_variables: dict[str, Any] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
+        return ensure_gpu_limit(missing=local_gpu_count() or 1)
+    return ensure_gpu_limit((gpus or local_gpu_count() or 1) * (slots_per_gpu or 1))
+
+
+def _job_variables(
+    pool_type: str, secrets: dict[str, str], slots_per_gpu: int | None, image: str | None
+) -> dict[str, Any]:
+    """What every flow run of the deployments gets: its environment, and the image."""
+    from flows.gpu import POOL_SLOTS_PER_GPU_ENV
+
+    env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
     if pool_type != "process":  # a container's own disk is thrown away: shared stores or nothing
-        job_variables["env"]["BRU_REQUIRE_SHARED_STORES"] = "true"
+        env["BRU_REQUIRE_SHARED_STORES"] = "true"
     for block in secrets:
-        job_variables["env"][SECRET_SETTINGS[block]] = secret_reference(block)
+        env[SECRET_SETTINGS[block]] = secret_reference(block)
     if slots_per_gpu is not None:  # what the flow runs' device pools use, unless their machine says otherwise
-        job_variables["env"][POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
+        env[POOL_SLOTS_PER_GPU_ENV] = str(slots_per_gpu)
+    job_variables: dict[str, Any] = {"env": env}
     if image:
         job_variables["image"] = image
+    return job_variables
+
+
+def _deploy_flows(source: Path, workdir: str, pool: str, job_variables: dict[str, Any]) -> list[str]:
+    """(Re)create the DEPLOYMENTS on the pool, flows read from ``source`` and run from
+    ``workdir``; returns their ids."""
+    from prefect import deploy as prefect_deploy
+    from prefect import flow as prefect_flow
+
     deployments = []
     for name, entrypoint in DEPLOYMENTS.items():
         loaded = prefect_flow.from_source(source=str(source), entrypoint=entrypoint)
@@ -233,16 +279,7 @@ def deploy(
         deployments.append(deployment)
     with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints its own table of deployments
         ids = prefect_deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
-    return {
-        "api": url,
-        "pool": pool,
-        "type": pool_type,
-        "gpu_slots": slots,
-        "slots_per_gpu": slots_per_gpu,
-        "crash_after": crash_after,
-        "workdir": workdir,
-        "deployments": [str(i) for i in ids],
-    }
+    return [str(i) for i in ids]
 
 
 def ensure_crash_automation(after_seconds: float = CRASH_AFTER_SECONDS) -> None:
@@ -299,11 +336,6 @@ def deployment_name(name: str) -> str:
     return f"{name}/{name}"
 
 
-def campaign_run_name(campaign: str) -> str:
-    """A campaign's flow run name, as the bru-campaign flow names its runs."""
-    return f"campaign {campaign}"
-
-
 def unfinished_campaign_runs(client: Any, campaign: str) -> list[Any]:
     """The campaign's flow runs on this server that have not ended (scheduled, pending,
     running, paused). A run whose worker died ends Crashed: the automation that
@@ -321,7 +353,7 @@ def unfinished_campaign_runs(client: Any, campaign: str) -> list[Any]:
 
     unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
     return client.read_flow_runs(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=["bru-campaign"])),
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])),
         flow_run_filter=FlowRunFilter(
             name=FlowRunFilterName(any_=[campaign_run_name(campaign)]),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
@@ -341,9 +373,9 @@ def submit(spec: dict[str, Any]) -> str:
     check_api()
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(deployment_name("bru-campaign"))
+            client.read_deployment_by_name(deployment_name(CAMPAIGN_FLOW))
         except ObjectNotFound:
-            raise ServiceError("no bru-campaign deployment on this Prefect server: run bru deploy first") from None
+            raise ServiceError(f"no {CAMPAIGN_FLOW} deployment on this Prefect server: run bru deploy first") from None
         unfinished = unfinished_campaign_runs(client, spec["name"])
         if unfinished:
             busy = unfinished[0]
@@ -353,7 +385,7 @@ def submit(spec: dict[str, Any]) -> str:
                 f"wait for it to end, or cancel it with: prefect flow-run cancel {busy.id}"
             )
     run = run_deployment(
-        deployment_name("bru-campaign"),
+        deployment_name(CAMPAIGN_FLOW),
         parameters={"spec": spec},
         timeout=0,
         flow_run_name=campaign_run_name(spec["name"]),

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from bru_core.cli import main
 from bru_core.spec import SpecError, load_spec
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SMOKE: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 
 

@@ -6,19 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from bru_core.cli import main
-
-BIN = Path(sys.executable).parent
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.helpers.cli import run
+from tests.helpers.paths import BIN
 
 
 def _one_error_line(err: str) -> str:

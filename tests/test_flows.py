@@ -16,91 +16,25 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
-import optuna
 import pytest
 import yaml
-from mlflow import MlflowClient
 
-from bru_core.results import ResultsStore
-from bru_core.search import counts_towards_budget
 from bru_core.settings import get_settings
 from flows.service import DEPLOYMENTS, SECRET_SETTINGS, secret_reference
+from tests.helpers.cli import bru as _bru
+from tests.helpers.paths import BRU, ROOT, SMOKE
+from tests.helpers.prefect import api as _api
+from tests.helpers.prefect import gpu_slots as _gpu_slots
+from tests.helpers.prefect import stop_worker as _stop_worker
+from tests.helpers.stores import EXPECTED_SMOKE, campaign_runs
+from tests.helpers.stores import store_counts as _counts
 from tests.servers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-BRU = str(Path(sys.executable).parent / "bru")
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
-
-
-def _bru(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([BRU, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-def _counts(home: Path, campaign: str = "smoke") -> dict[str, int]:
-    """What the stores hold: trials with an outcome, MLflow runs by role, results rows."""
-    settings = get_settings(home=home)
-    counts: dict[str, int] = {}
-    for name in optuna.get_all_study_names(storage=settings.optuna):
-        trials = optuna.load_study(study_name=name, storage=settings.optuna).trials
-        counts[f"trials {name}"] = sum(counts_towards_budget(t) for t in trials)
-        counts[f"all trials {name}"] = len(trials)
-    client = MlflowClient(settings.tracking)
-    experiment = client.get_experiment_by_name(campaign)
-    for run in client.search_runs([experiment.experiment_id], max_results=1000):
-        role = run.data.tags["bru.role"]
-        counts[f"runs {role}"] = counts.get(f"runs {role}", 0) + 1
-    counts["model versions"] = len(client.search_model_versions())
-    with ResultsStore(settings.results) as store:
-        for what in ("evaluations", "comparisons", "summary"):
-            counts[f"rows {what}"] = len(store.records(what, campaign))
-    return counts
 
 
 def _running(home: Path, campaign: str = "smoke") -> list[str]:
     """The roles of the campaign's MLflow runs still RUNNING."""
-    client = MlflowClient(get_settings(home=home).tracking)
-    experiment = client.get_experiment_by_name(campaign)
-    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    runs = campaign_runs(get_settings(home=home).tracking, campaign, "attributes.status = 'RUNNING'")
     return [run.data.tags["bru.role"] for run in runs]
-
-
-EXPECTED_SMOKE = {
-    "trials smoke/digits/mlp4/relu": 3,
-    "trials smoke/digits/mlp4/eru:2": 3,
-    "runs campaign": 1,
-    "runs study": 2,
-    "runs trial": 6,
-    "runs repeat": 4,
-    "model versions": 2,
-    "rows evaluations": 4,
-}
-
-
-def _api(server, path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(
-        f"{server.api_url}{path}",
-        data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST" if body is not None else "GET",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _gpu_slots(server) -> int:
-    return _api(server, "/v2/concurrency_limits/gpu")["active_slots"]
-
-
-def _stop_worker(worker: subprocess.Popen) -> None:
-    for _ in range(2):  # a Prefect worker stops on the second SIGINT
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGINT)
-            time.sleep(1)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
 
 
 def test_prefect_yaml_matches_the_deployments_bru_deploy_makes():
@@ -183,18 +117,6 @@ def test_service_path_deploy_worker_submit_wait(prefect_server, tmp_path):
     urllib.request.urlopen(
         urllib.request.Request(f"{prefect_server.api_url}/flow_runs/{flow_run_id}", method="DELETE"), timeout=10
     )
-
-
-def _flow_run_processes(flow_run_id: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_submit_without_a_reachable_api_names_the_url(tmp_path):

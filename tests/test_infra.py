@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from flows.service import CONTAINER_WORKDIR
+from tests.helpers.paths import ROOT
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 STACK = ROOT / "infra" / "local" / "stack.sh"
 DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"

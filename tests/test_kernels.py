@@ -15,43 +15,35 @@ import torch
 
 from bru_core import kernels
 from bru_core.activations import ERU, eru, eru_reference, oru, oru_reference, warm_up_kernels
-from tests.test_activations import LOW_PRECISION_RADII, assert_low_precision_slopes
-
-FUNCTIONS = {"eru": (eru, eru_reference), "oru": (oru, oru_reference)}
-RADII = [0.5, 1.0, 1.5, 2.0, 3.0, 7.5]
-EPS32 = torch.finfo(torch.float32).eps
+from bru_core.kernels import compiled, formulas, paths
+from tests.helpers.kernels import (
+    EPS32,
+    FUNCTIONS,
+    LOW_PRECISION_RADII,
+    RADII,
+    assert_low_precision_slopes,
+    clean_kernels,
+    points,
+    relative_eps,
+)
 
 pytestmark = pytest.mark.skipif(
-    kernels._compiler_problem("cpu") is not None, reason="fused CPU kernels need a C++ compiler"
+    paths._compiler_problem("cpu") is not None, reason="fused CPU kernels need a C++ compiler"
 )
 
 
 @pytest.fixture(autouse=True)
 def _auto_mode(monkeypatch):
     monkeypatch.delenv("BRU_KERNELS", raising=False)
-    kernels.set_kernel_mode(None)
-    kernels._compiler_problem.cache_clear()
-    yield
-    kernels.set_kernel_mode(None)
-    kernels._broken.clear()
-    kernels._compiler_problem.cache_clear()
-
-
-def _points() -> torch.Tensor:
-    grid = torch.linspace(-40, 40, 8001, dtype=torch.float64)
-    draws = torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
-    return torch.cat([grid, draws, torch.tensor([0.0, -0.0, 1e-30, -1e-30], dtype=torch.float64)])
-
-
-def _relative_eps(got: torch.Tensor, exact: torch.Tensor) -> float:
-    return float(((got.double() - exact).abs() / exact.abs().clamp(min=1)).max()) / EPS32
+    with clean_kernels(None):
+        yield
 
 
 @pytest.mark.parametrize("family", ["eru", "oru"])
 @pytest.mark.parametrize("r", RADII)
 def test_fused_values_and_gradients_equal_the_formula_within_float32_rounding(family, r):
     fast, reference = FUNCTIONS[family]
-    z64 = _points()
+    z64 = points()
     exact_z = z64.clone().requires_grad_(True)
     exact = reference(exact_z, r)
     exact.backward(torch.ones_like(exact))
@@ -60,8 +52,8 @@ def test_fused_values_and_gradients_equal_the_formula_within_float32_rounding(fa
     z = z64.float().requires_grad_(True)
     value = fast(z, r, fused=True)
     value.backward(torch.ones_like(value))
-    assert _relative_eps(value.detach(), exact.detach()) < 8
-    assert _relative_eps(z.grad, exact_slope) < 8
+    assert relative_eps(value.detach(), exact.detach()) < 8
+    assert relative_eps(z.grad, exact_slope) < 8
 
 
 @pytest.mark.parametrize("family", ["eru", "oru"])
@@ -214,7 +206,7 @@ def test_every_dtype_and_radix_kind_stays_within_dynamo_recompile_limit():
                     fast(z, r)
                 with torch.inference_mode():
                     fast(torch.randn(100).to(dtype), r)
-    assert not kernels._broken
+    assert not paths._broken
 
 
 def test_float64_keeps_the_eager_path():
@@ -243,7 +235,7 @@ def test_bad_mode_names_the_variable(monkeypatch):
 
 
 def test_no_compiler_auto_warns_once_and_falls_back(monkeypatch):
-    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    monkeypatch.setattr(paths.shutil, "which", lambda name: None)
     z = torch.randn(1 << 17)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         assert not kernels.use_fused(z)
@@ -253,7 +245,7 @@ def test_no_compiler_auto_warns_once_and_falls_back(monkeypatch):
 
 
 def test_no_compiler_fused_mode_is_an_error(monkeypatch):
-    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    monkeypatch.setattr(paths.shutil, "which", lambda name: None)
     kernels.set_kernel_mode("fused")
     with pytest.raises(kernels.KernelUnavailableError, match="set BRU_KERNELS=eager or auto"):
         eru(torch.randn(3), 2.0)
@@ -263,8 +255,8 @@ def test_a_failed_build_falls_back_to_eager(monkeypatch):
     def broken(*args):
         raise RuntimeError("simulated compiler crash")
 
-    monkeypatch.setitem(kernels._compiled, ("oru", "3"), (broken, broken))
-    monkeypatch.setattr(kernels, "use_native", lambda z: False)  # where the native op is not: large tensors compiled
+    monkeypatch.setitem(compiled._compiled, ("oru", "3"), (broken, broken))
+    monkeypatch.setattr(paths, "use_native", lambda z: False)  # where the native op is not: large tensors compiled
     z = torch.randn(1 << 17, requires_grad=True)
     with pytest.warns(RuntimeWarning, match="simulated compiler crash"):
         value = oru(z, 3.0)
@@ -282,7 +274,7 @@ def test_inside_a_compiled_model_the_formulas_fuse_with_the_model():
 def test_a_double_backward_after_an_inference_pass(monkeypatch):
     """The radix constants are cached: made first inside inference_mode (an evaluation
     pass), they must still serve a later double backward."""
-    monkeypatch.setattr(kernels, "_constants", {})
+    monkeypatch.setattr(formulas, "_constants", {})
     with torch.inference_mode():
         eru(torch.randn(10), 2.5, fused=True)
     z = torch.randn(10, requires_grad=True)

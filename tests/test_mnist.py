@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,8 @@ import yaml
 from bru_core.cli import main
 from bru_core.results import load
 from bru_core.settings import get_settings
+from tests.helpers.paths import BRU, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-BRU = str(Path(sys.executable).parent / "bru")
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 pytestmark = pytest.mark.slow

@@ -20,14 +20,20 @@ import torch
 
 from bru_core import kernels, native
 from bru_core.activations import ERU, eru, eru_reference, oru, oru_reference, warm_up_kernels
-from tests.test_activations import LOW_PRECISION_RADII, assert_low_precision_slopes
-
-FUNCTIONS = {"eru": (eru, eru_reference), "oru": (oru, oru_reference)}
-RADII = [0.5, 1.0, 1.5, 2.0, 3.0, 7.5]
-EPS32 = torch.finfo(torch.float32).eps
+from bru_core.kernels import formulas, paths
+from tests.helpers.kernels import (
+    EPS32,
+    FUNCTIONS,
+    LOW_PRECISION_RADII,
+    RADII,
+    assert_low_precision_slopes,
+    clean_kernels,
+    points,
+    relative_eps,
+)
 
 pytestmark = pytest.mark.skipif(
-    not native.load(lambda: kernels._compiler_problem("cpu")), reason=f"native op unavailable: {native.problem()}"
+    not native.load(lambda: paths._compiler_problem("cpu")), reason=f"native op unavailable: {native.problem()}"
 )
 
 
@@ -35,22 +41,8 @@ pytestmark = pytest.mark.skipif(
 def _native_mode(monkeypatch):
     """BRU_KERNELS=native: every float32/bf16/fp16 CPU tensor takes the native op, or the test fails."""
     monkeypatch.delenv("BRU_KERNELS", raising=False)
-    kernels.set_kernel_mode("native")
-    kernels._compiler_problem.cache_clear()
-    yield
-    kernels.set_kernel_mode(None)
-    kernels._broken.clear()
-    kernels._compiler_problem.cache_clear()
-
-
-def _points() -> torch.Tensor:
-    grid = torch.linspace(-40, 40, 8001, dtype=torch.float64)
-    draws = torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
-    return torch.cat([grid, draws, torch.tensor([0.0, -0.0, 1e-30, -1e-30], dtype=torch.float64)])
-
-
-def _relative_eps(got: torch.Tensor, exact: torch.Tensor) -> float:
-    return float(((got.double() - exact).abs() / exact.abs().clamp(min=1)).max()) / EPS32
+    with clean_kernels("native"):
+        yield
 
 
 def test_auto_takes_the_native_op_on_the_cpu_at_every_size():
@@ -69,7 +61,7 @@ def test_auto_takes_the_native_op_on_the_cpu_at_every_size():
 @pytest.mark.parametrize("r", RADII)
 def test_values_and_gradients_equal_the_formula_within_float32_rounding(family, r):
     fast, reference = FUNCTIONS[family]
-    z64 = _points()
+    z64 = points()
     exact_z = z64.clone().requires_grad_(True)
     exact = reference(exact_z, r)
     exact.backward(torch.ones_like(exact))
@@ -79,8 +71,8 @@ def test_values_and_gradients_equal_the_formula_within_float32_rounding(family, 
     assert kernels.choose(z) == "native"
     value = fast(z, r)
     value.backward(torch.ones_like(value))
-    assert _relative_eps(value.detach(), exact.detach()) < 8
-    assert _relative_eps(z.grad, exact_slope) < 8
+    assert relative_eps(value.detach(), exact.detach()) < 8
+    assert relative_eps(z.grad, exact_slope) < 8
 
 
 @pytest.mark.parametrize("family", ["eru", "oru"])
@@ -247,7 +239,7 @@ def test_warm_up_loads_the_op_for_models_that_use_it():
 
 
 def test_the_op_checks_its_arguments():
-    op, p = native.forward_op, kernels._radix_constants(3.0)
+    op, p = native.forward_op, formulas._radix_constants(3.0)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         op(torch.zeros(3, dtype=torch.float64), 0, 3, p)
     with pytest.raises(RuntimeError, match="family must be"):
@@ -264,7 +256,7 @@ def unavailable(monkeypatch):
     monkeypatch.setattr(native, "forward_op", None)
     monkeypatch.setattr(native, "_tried", True)
     monkeypatch.setattr(native, "_problem", "simulated compiler crash")
-    monkeypatch.setattr(kernels, "_native_warned", False)
+    monkeypatch.setattr(paths, "_native_warned", False)
 
 
 def test_native_mode_fails_loudly_where_the_op_cannot_be_built(unavailable):

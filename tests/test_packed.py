@@ -15,6 +15,7 @@ from torch import nn
 from bru_core import kernels, native
 from bru_core.data import Data, Split, load_data
 from bru_core.errors import ConfigError
+from bru_core.kernels import paths
 from bru_core.models import build_model
 from bru_core.packed import (
     PackedSequential,
@@ -58,7 +59,7 @@ def one_kernel_path():
     without the native op a pack's K-times larger tensors would take the compiled kernels
     where a single run takes the eager ops, which round differently (both within a few
     float32 eps of the formula), and chaotic runs part ways."""
-    kernels.set_kernel_mode("native" if native.load(lambda: kernels._compiler_problem("cpu")) else "eager")
+    kernels.set_kernel_mode("native" if native.load(lambda: paths._compiler_problem("cpu")) else "eager")
     yield
     kernels.set_kernel_mode(None)
 
@@ -311,7 +312,7 @@ def test_a_pack_that_runs_out_of_memory_is_split_never_a_crash(digits, monkeypat
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(configs, *args, **kwargs)
 
-    monkeypatch.setattr(packed, "train_packed", train_packed)
+    monkeypatch.setattr(packed.runs, "train_packed", train_packed)
     reported: list[int] = []
     runs = train_in_packs(
         [dict(dataset="digits", model="mlp2", epochs=1, seed=s) for s in range(5)],

@@ -25,18 +25,14 @@ from bru_core.bench import bench_scale
 from bru_core.errors import BruError
 from bru_core.search import counts_towards_budget
 from bru_core.settings import get_settings
-from tests.test_flows import (
-    BRU,
-    EXPECTED_SMOKE,
-    ROOT,
-    SMOKE,
-    _api,
-    _bru,
-    _counts,
-    _flow_run_processes,
-    _gpu_slots,
-    _stop_worker,
-)
+from tests.helpers.cli import bru as _bru
+from tests.helpers.paths import ROOT, SMOKE
+from tests.helpers.prefect import api as _api
+from tests.helpers.prefect import gpu_slots as _gpu_slots
+from tests.helpers.prefect import start_worker as _start_worker
+from tests.helpers.prefect import stop_worker as _stop_worker
+from tests.helpers.stores import EXPECTED_SMOKE, campaign_runs
+from tests.helpers.stores import store_counts as _counts
 
 
 def _env(home) -> dict[str, str]:
@@ -111,9 +107,7 @@ def _trained(home) -> dict[str, int]:
         f"all trials {name}": len(optuna.load_study(study_name=name, storage=settings.optuna).trials)
         for name in optuna.get_all_study_names(storage=settings.optuna)
     }
-    client = MlflowClient(settings.tracking)
-    experiment = client.get_experiment_by_name("smoke")
-    for run in client.search_runs([experiment.experiment_id], max_results=1000):
+    for run in campaign_runs(settings.tracking, "smoke"):
         role = run.data.tags["bru.role"]
         if role in ("trial", "repeat"):
             counts[f"runs {role}"] = counts.get(f"runs {role}", 0) + 1
@@ -335,9 +329,7 @@ def _assert_one_killed_trial_and_nothing_doubled(home, campaign: str, trials: in
     assert sum(counts_towards_budget(t) for t in found) == trials
     killed = [t for t in found if t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs]
     assert len(killed) == 1  # failed by its heartbeat, then retried once
-    client = MlflowClient(settings.tracking)
-    experiment = client.get_experiment_by_name(campaign)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = campaign_runs(settings.tracking, campaign)
     trial_runs = [r for r in runs if r.data.tags["bru.role"] == "trial"]
     finished = [r for r in trial_runs if r.info.status == "FINISHED"]
     assert len({r.data.tags["bru.trial_number"] for r in finished}) == len(finished) == trials
@@ -406,10 +398,17 @@ def _state(server, flow_run_id: str) -> str:
     return _api(server, f"/flow_runs/{flow_run_id}")["state"]["type"]
 
 
-def _start_worker(env: dict[str, str], log) -> subprocess.Popen:
-    with open(log, "w") as stream:
-        return subprocess.Popen([BRU, "worker", "--pool", "bru-gpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=stream, start_new_session=True)  # fmt: skip
+def _flow_run_processes(flow_run_id: str) -> list[int]:
+    """The processes running the flow run (Prefect's flow-run process sets its id in their environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
 def _start_campaign(spec: str, env: dict[str, str], logs) -> subprocess.Popen:
@@ -535,7 +534,7 @@ def test_a_storage_failure_names_the_driver_error_not_optunas_guess():
     e.g. exceeding max length"; the line bru prints names the driver's error instead."""
     import sqlalchemy
 
-    from bru_core.search import _storage_failure
+    from bru_core.search.storage import _storage_failure
 
     lost = sqlalchemy.exc.OperationalError(
         "COMMIT", {}, Exception("terminating connection due to administrator command")
@@ -635,7 +634,7 @@ def test_a_dying_heartbeat_thread_is_one_log_line_not_a_traceback(monkeypatch, c
 
     from optuna.storages._heartbeat import HeartbeatThread
 
-    from bru_core.search import _log_heartbeat_thread_failures
+    from bru_core.search.storage import _log_heartbeat_thread_failures
 
     seen: list[str] = []  # what reaches the hook in place before bru's (monkeypatch restores the real one)
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type.__name__))

@@ -459,14 +459,14 @@ def test_a_diverged_repeat_is_recorded_never_retrained_and_counted(bru_home, mon
     and the aggregation ranks it as eru:2's worst outcome instead of judging eru:2 on its
     survivors (issue 13, item 5)."""
     import bru_core.packed as packed
-    import bru_core.search as search
+    import bru_core.search.repeats as repeats
 
     spec = parse_spec({
         **SPEC, "name": "diverging", "tasks": SPEC["tasks"][:1], "activations": ["relu", "eru:2"],
         "repeats": {"seeds": [1, 2, 3]}, "compare": {"reference": ["relu"], "test": "t"},
     })  # fmt: skip
     settings = get_settings()
-    real_stop, real_packs = packed.PackedTrainer._stop_diverged, search.train_in_packs
+    real_stop, real_packs = packed.PackedTrainer._stop_diverged, repeats.train_in_packs
     calls: list[tuple[str, int]] = []
 
     def stop_diverged(self, epoch, batch_losses):
@@ -481,7 +481,7 @@ def test_a_diverged_repeat_is_recorded_never_retrained_and_counted(bru_home, mon
         return real_packs(configs, *args, **kwargs)
 
     monkeypatch.setattr(packed.PackedTrainer, "_stop_diverged", stop_diverged)
-    monkeypatch.setattr(search, "train_in_packs", train_in_packs)
+    monkeypatch.setattr(repeats, "train_in_packs", train_in_packs)
     for activation in spec.labels:
         run_study(spec, "digits/mlp4", activation, settings=settings)
     results = run_repeats(spec, "digits/mlp4", "eru:2", settings=settings)

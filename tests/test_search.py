@@ -21,16 +21,16 @@ from mlflow.models import Model
 from optuna.trial import TrialState
 
 import bru_core
-from bru_core import search as search_module
 from bru_core.cli import main
-from bru_core.data import DataInfo, load_data
+from bru_core.data import DataInfo
 from bru_core.search import budget_state, counts_towards_budget, open_study, run_repeats, run_study
+from bru_core.search import study as study_module
 from bru_core.settings import get_settings
 from bru_core.spec import parse_spec
 from bru_core.tracking import ROLE
 from bru_core.training import train
-
-BIN = Path(sys.executable).parent
+from tests.helpers.paths import BIN
+from tests.helpers.stores import campaign_runs
 
 
 def _spec(**changes):
@@ -56,15 +56,8 @@ def _spec(**changes):
     return parse_spec(base)
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_data("digits", tmp_path_factory.mktemp("data"))
-
-
 def _runs(settings, campaign, role):
-    client = MlflowClient(settings.tracking)
-    experiment = client.get_experiment_by_name(campaign)
-    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000)
+    return campaign_runs(settings.tracking, campaign, f"tags.`{ROLE}` = '{role}'")
 
 
 def _statuses(settings, campaign) -> dict[str, set[str]]:
@@ -128,7 +121,7 @@ def test_rerunning_a_finished_study_adds_nothing(digits):
 def test_interrupted_study_resumes_to_exactly_the_budget(monkeypatch, digits):
     spec = _spec(search={"trials": 4})
     settings = get_settings()
-    real_train = search_module.train
+    real_train = study_module.train
     calls = {"n": 0}
 
     def interrupted_third_trial(config, on_epoch=None, **kwargs):
@@ -141,10 +134,10 @@ def test_interrupted_study_resumes_to_exactly_the_budget(monkeypatch, digits):
             return real_train(config, on_epoch=stop, **kwargs)
         return real_train(config, on_epoch=on_epoch, **kwargs)
 
-    monkeypatch.setattr(search_module, "train", interrupted_third_trial)
+    monkeypatch.setattr(study_module, "train", interrupted_third_trial)
     with pytest.raises(KeyboardInterrupt):
         run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
-    monkeypatch.setattr(search_module, "train", real_train)
+    monkeypatch.setattr(study_module, "train", real_train)
     result = run_study(spec, "digits/mlp4", "relu", settings=settings, data=digits)
     trials = _trials(settings, spec, "digits/mlp4", "relu")
     assert sum(counts_towards_budget(t) for t in trials) == 4 == result.done
@@ -777,7 +770,7 @@ def test_hyperband_brackets_follow_the_task_not_the_activation():
         ],
         search={"pruner": "hyperband"},
     )
-    pruner = search_module._pruner(spec, "digits/mlp5")
-    assert isinstance(pruner, search_module.EqualBudgetHyperband)
+    pruner = study_module._pruner(spec, "digits/mlp5")
+    assert isinstance(pruner, study_module.EqualBudgetHyperband)
     assert pruner._max_resource == 9  # the task's own epochs, not the longest task's
     assert pruner._bracket_key == "t/digits/mlp5"

@@ -1,0 +1,164 @@
+"""``bru campaign run`` (a whole campaign in this process, on a temporary Prefect server)
+and ``bru campaign submit`` (on the workers of a work pool), then the campaign's outcome."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from bru_core.errors import ConfigError
+from flows.names import POOL
+
+from ._common import DataDirOpt, HomeOpt, ResultsOpt, SpecArg, StorageOpt, TrackingOpt, err, out, progress_bar
+from ._prefect import export_settings, preflight, prepare_prefect
+
+
+def campaign_run(
+    spec: SpecArg,
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    optuna_storage: StorageOpt = None,
+    results_url: ResultsOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run a whole campaign in this process (Prefect starts a temporary server for it)."""
+    import threading
+    import time
+
+    from bru_core.settings import get_settings
+    from bru_core.spec import load_spec
+
+    campaign = load_spec(spec)
+    settings = get_settings(
+        home=home, tracking_uri=tracking_uri, optuna_storage=optuna_storage, results_url=results_url, data_dir=data_dir
+    )
+    preflight(campaign, settings)
+    export_settings(settings)
+    prepare_prefect(settings)
+    started = time.monotonic()
+    err.print(f"campaign {campaign.name}: {len(campaign.tasks) * len(campaign.labels)} studies of {campaign.search.trials} trials, "
+              f"{len(campaign.repeats.seeds)} seeds each; starting Prefect (a temporary local server takes 10-20 s)", highlight=False)  # fmt: skip
+    import optuna
+
+    from flows.campaign import campaign as campaign_flow
+    from flows.console import run_records_to_file
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_log = settings.home_path / "logs" / f"campaign-{campaign.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    run_records_to_file(run_log)  # tracebacks there; here, bru's progress and one error line
+
+    stop = threading.Event()
+    progress, watcher = _watch(campaign, settings, stop)
+    with progress:
+        watcher.start()
+        try:
+            campaign_flow(campaign.model_dump(mode="json"))
+        except Exception as exc:
+            if run_log.exists():
+                exc.add_note(f"Prefect's log of the run: {run_log}")
+            raise
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+    out.print(f"campaign {campaign.name} done in {time.monotonic() - started:.0f} s", highlight=False)
+    _print_outcome(campaign.name, settings)
+
+
+def campaign_submit(
+    spec: SpecArg,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the flow run and print the results summary.")
+    ] = False,
+    pool: Annotated[str, typer.Option(help="The work pool the deployment uses (for the waiting message).")] = POOL,
+    patience: Annotated[
+        float, typer.Option(help="Seconds in Scheduled/Pending before saying that no worker has it.")
+    ] = 30.0,
+) -> None:
+    """Start the campaign on the bru-campaign deployment (PREFECT_API_URL); workers run it."""
+    from bru_core.settings import get_settings
+    from bru_core.spec import load_spec
+
+    campaign = load_spec(spec)
+    settings = get_settings()
+    if not os.environ.get("PREFECT_API_URL"):  # before anything is set up or written
+        raise ConfigError(
+            "PREFECT_API_URL: not set; point it at the Prefect server (e.g. http://127.0.0.1:4200/api), "
+            "or run the campaign here with bru campaign run"
+        )
+    prepare_prefect(settings)
+    from flows.service import follow, submit
+
+    flow_run_id = submit(campaign.model_dump(mode="json"))
+    out.print(f"submitted campaign {campaign.name}: flow run {flow_run_id}", highlight=False)
+    if not wait:
+        return
+    last_note = [None]
+
+    def tick(state: str, note: str | None) -> None:
+        if note and note != last_note[0]:
+            err.print(note, highlight=False)
+        last_note[0] = note
+
+    final = follow(flow_run_id, pool=pool, warn_after=patience, on_tick=tick)
+    if final != "Completed":
+        err.print(
+            f"error: flow run {flow_run_id} ended {final}; see the Prefect UI or `prefect flow-run logs {flow_run_id}`",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    out.print(f"campaign {campaign.name}: flow run {final}", highlight=False)
+    _print_outcome(campaign.name, settings)
+
+
+def _watch(campaign, settings, stop):
+    """A thread that shows each study's trials and seeds as the stores fill up."""
+    import threading
+
+    from bru_core.search import campaign_status
+
+    def loop(progress) -> None:
+        bars = {}
+        while not stop.is_set():
+            try:
+                for s in campaign_status(campaign, settings):
+                    key = (s.task, s.activation)
+                    total = s.budget + s.seeds
+                    if key not in bars:
+                        bars[key] = progress.add_task(f"{s.task} {s.activation}", total=total, status="")
+                    best = f"best {s.best_value:.4g}" if s.best_value is not None else "no result yet"
+                    progress.update(
+                        bars[key],
+                        completed=s.done + s.seeds_done,
+                        status=f"trials {s.done}/{s.budget}, {best}; seeds {s.seeds_done}/{s.seeds}",
+                    )
+            except Exception:  # the stores may not exist yet, or be busy: try again
+                pass
+            stop.wait(2.0)
+
+    progress = progress_bar()
+    thread = threading.Thread(target=lambda: loop(progress), daemon=True)
+    return progress, thread
+
+
+def _comparison_lines(campaign_name: str, settings) -> list[str]:
+    from bru_core.report import family_size, headline_rows, sentence
+    from bru_core.results import ResultsStore
+
+    with ResultsStore(settings.results) as store:
+        tasks = {t["task"]: t["primary_metric"] for t in store.records("tasks", campaign_name)}
+        rows = store.records("comparisons", campaign_name)
+    return [sentence(r, family_size(rows, r)) for r in headline_rows(rows, tasks)]
+
+
+def _print_outcome(campaign_name: str, settings) -> None:
+    out.print(f"\ncomparisons ({campaign_name}):", highlight=False)
+    for line in _comparison_lines(campaign_name, settings):
+        out.print(f"  {line}", highlight=False)
+    report_path = settings.home_path / "reports" / campaign_name / "report.html"
+    if report_path.exists():
+        out.print(f"report: {report_path}", highlight=False)
+    out.print(f"results: bru results --campaign {campaign_name} --what comparisons", highlight=False)
+    ui_hint = "bru ui (then http://127.0.0.1:5000)" if settings.artifact_location else settings.tracking
+    out.print(f"MLflow: {ui_hint}", highlight=False)
