@@ -36,19 +36,13 @@ DEFAULT_ACTIVATIONS = ("elu", "eru:2", "eru:3", "oru:2", "oru:3")
 BASELINE = "elu"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict[str, object]:
+    # Imported here, after the rounds: bru_core.bench loads torch, which the measuring
+    # process does not otherwise need (each run is its own bru process).
+    from bru_core.bench import cpu_name
+
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
