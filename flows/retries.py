@@ -10,10 +10,10 @@ RETRY_DELAYS = [10, 60]
 def is_infrastructure(exc: BaseException) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from bru_core.errors import BruError
+    from bru_core.errors import BruError, StoreFailedError
     from bru_core.tracking import TrackingError
 
-    if isinstance(exc, TrackingError):
+    if isinstance(exc, (TrackingError, StoreFailedError)):  # a store went away: retrying resumes
         return True
     if isinstance(exc, BruError):
         return False

@@ -560,6 +560,47 @@ def test_a_storage_failure_names_the_driver_error_not_optunas_guess():
     assert _storage_failure(looped) is None
 
 
+def test_a_store_lost_while_a_study_reads_its_budget_is_one_line_and_retried(monkeypatch):
+    """A PostgreSQL restart can land between trials, while the session reads its budget,
+    not only inside a trial (seen in CI): each session step names it in one line, and a
+    flow's task treats it as infrastructure, so its retry resumes the study."""
+    import sqlalchemy
+
+    from bru_core.errors import StoreFailedError
+    from bru_core.search import StudySession
+    from bru_core.spec import parse_spec
+    from flows.retries import is_infrastructure
+
+    spec = parse_spec(
+        {"name": "lost", "tasks": [{"dataset": "digits", "model": "mlp4", "epochs": 1}], "activations": ["relu"],
+         "search": {"trials": 2, "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True}}},
+         "repeats": {"seeds": [1, 2]}, "compare": {"exploratory": True}}
+    )  # fmt: skip
+
+    def lost_connection(*args, **kwargs):
+        try:
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT", {}, Exception("terminating connection due to administrator command")
+            )
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+
+    class LostStorage:  # every call to the storage fails as a restarted server's does
+        def __getattr__(self, name):
+            return lost_connection
+
+    with StudySession(spec, "digits/mlp4", "relu") as session:
+        monkeypatch.setattr(session.study, "_storage", LostStorage())
+        monkeypatch.setattr("bru_core.search.study.fail_stale_trials", lost_connection)  # Optuna's own check
+        for step in (session.next_step, session.state, session.best_value, session.wait):
+            with pytest.raises(StoreFailedError, match=r"administrator command.*run the same command again") as told:
+                step()
+            assert len(str(told.value).splitlines()) == 1
+            assert is_infrastructure(told.value)
+        monkeypatch.undo()
+        assert session.next_step() == "trial"  # nothing else about the session changed
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

@@ -78,6 +78,21 @@ def store_failed(exc: BaseException, url: str, study_name: str) -> StoreFailedEr
     )
 
 
+@contextmanager
+def store_failures_told(url: str, study_name: str) -> Iterator[None]:
+    """Any storage failure inside the block becomes bru's one line (``store_failed``):
+    a restart can land while a study reads its budget as well as during a trial."""
+    try:
+        yield
+    except BruError:
+        raise
+    except Exception as exc:
+        failed = store_failed(exc, url, study_name)
+        if failed is None:
+            raise
+        raise failed from None
+
+
 def _is_heartbeat_thread_failure(args: threading.ExceptHookArgs) -> bool:
     tb = args.exc_traceback
     while tb is not None:

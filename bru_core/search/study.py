@@ -9,6 +9,7 @@ repeated. Each trial is one MLflow child run of the study's run.
 from __future__ import annotations
 
 import binascii
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from bru_core.data import Data
 from bru_core.errors import NonFiniteLossError
 from bru_core.search.budget import BeyondBudget, BudgetState, admit, budget_state, budget_summary
 from bru_core.search.campaign import record_campaign
-from bru_core.search.storage import no_experimental_warnings, open_storage, quiet_optuna, store_failed
+from bru_core.search.storage import no_experimental_warnings, open_storage, quiet_optuna, store_failures_told
 from bru_core.settings import Settings, get_settings
 from bru_core.spec import CampaignSpec, ParamSpec
 from bru_core.tracking import RunLogger, Tracker, as_final
@@ -249,6 +250,18 @@ class StudyResult:
 TrialCallback = Callable[[TrialOutcome, BudgetState, float | None], None]
 
 
+def _told_store_failures(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A session method whose storage failure (a database restart, a lost connection)
+    reaches the user as bru's one line, wherever in the loop it lands."""
+
+    @functools.wraps(method)
+    def guarded(self: StudySession, *args: Any, **kwargs: Any) -> Any:
+        with store_failures_told(self.settings.optuna, self.name):
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
 class StudySession:
     """One study, opened and ready to run a trial at a time.
 
@@ -294,9 +307,11 @@ class StudySession:
             self._data[str(device)] = prepare_data(config, device)
         return self._data[str(device)]
 
+    @_told_store_failures
     def state(self) -> BudgetState:
         return budget_state(self.study, self.budget)
 
+    @_told_store_failures
     def next_step(self) -> str:
         """``done`` when the budget is reached; ``wait`` when the rest of it is running
         elsewhere (or lost with a worker whose heartbeat grace has not passed); else ``trial``."""
@@ -308,10 +323,12 @@ class StudySession:
             return "wait"
         return "trial"
 
+    @_told_store_failures
     def wait(self) -> None:
         time.sleep(min(self.settings.heartbeat_seconds, 2.0))
         fail_stale_trials(self.study)
 
+    @_told_store_failures
     def run_trial(
         self, on_start: Callable[[int], None] | None = None, device: str | None = None
     ) -> TrialOutcome | None:
@@ -319,20 +336,14 @@ class StudySession:
         study = self.study
         started = time.perf_counter()
         numbers: list[int] = []
-        try:
-            with quiet_optuna():
-                study.optimize(
-                    Objective(self, on_start, device), n_trials=1, catch=(NonFiniteLossError, BeyondBudget),
-                    gc_after_trial=False, callbacks=[lambda _study, frozen: numbers.append(frozen.number)],
-                )  # fmt: skip
-            last = study._storage.get_trial(
-                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, numbers[-1])
-            )
-        except Exception as exc:
-            failed = store_failed(exc, self.settings.optuna, study.study_name)
-            if failed is None:
-                raise
-            raise failed from None
+        with quiet_optuna():
+            study.optimize(
+                Objective(self, on_start, device), n_trials=1, catch=(NonFiniteLossError, BeyondBudget),
+                gc_after_trial=False, callbacks=[lambda _study, frozen: numbers.append(frozen.number)],
+            )  # fmt: skip
+        last = study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, numbers[-1])
+        )
         if last.user_attrs.get("excess"):
             return None
         outcome = TrialOutcome(
@@ -341,10 +352,12 @@ class StudySession:
         self.outcomes.append(outcome)
         return outcome
 
+    @_told_store_failures
     def best_value(self) -> float | None:
         best = best_trial(self.study)
         return best.value if best else None
 
+    @_told_store_failures
     def finish(self) -> StudyResult:
         """Close the study's MLflow side (best parameters, counts) once its budget is done."""
         _reconcile(self.tracker, self.spec, self.study)  # trials failed by heartbeat meanwhile
