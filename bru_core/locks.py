@@ -23,12 +23,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bru_core.errors import BruError
+from bru_core.settings import ensure_sqlite_folder
 
 _metadata = sa.MetaData()
 LOCKS = sa.Table(
@@ -50,8 +50,7 @@ def new_holder() -> str:
 
 
 def _engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_folder(url)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     engine = sa.create_engine(url, **kwargs)
     _metadata.create_all(engine, checkfirst=True)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bru_core.errors import BruError
-from bru_core.settings import shown_url
+from bru_core.settings import ensure_sqlite_folder, shown_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WHAT = ("summary", "evaluations", "comparisons", "rankings", "studies", "curves", "tasks", "campaigns")
@@ -253,8 +253,7 @@ TABLES: dict[str, type[Base]] = {
 
 
 def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_folder(url)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         from sqlalchemy import event

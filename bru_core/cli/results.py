@@ -21,9 +21,10 @@ FORMATS = ("table", "json", "csv", "markdown")
 
 def _check_results_database(settings) -> None:
     """An embedded results database that does not exist yet: say which command makes it."""
-    from bru_core.settings import shown_url
+    from bru_core.settings import shown_url, sqlite_file
 
-    if settings.results.startswith("sqlite:///") and not Path(settings.results.removeprefix("sqlite:///")).exists():
+    database = sqlite_file(settings.results)
+    if database is not None and not database.exists():
         raise ConfigError(
             f"--results-url: no results database at {shown_url(settings.results)} yet; run bru aggregate first"
         )
@@ -173,13 +174,13 @@ def ui(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Open the MLflow UI on the embedded tracking store (Ctrl-C stops it)."""
-    from bru_core.settings import get_settings
+    from bru_core.settings import get_settings, sqlite_file
 
     settings = get_settings(home=home, tracking_uri=tracking_uri)
     if settings.artifact_location is None:
         raise ConfigError(f"--tracking-uri: {settings.tracking} is a tracking server already; open it in a browser")
-    database = Path(settings.tracking.removeprefix("sqlite:///"))
-    if settings.tracking.startswith("sqlite:///") and not database.exists():
+    database = sqlite_file(settings.tracking)
+    if database is not None and not database.exists():
         raise ConfigError(f"--home: no MLflow store at {database} yet; run bru search (or bru campaign) first")
     from bru_core.tracking import start_server, stop_server
 

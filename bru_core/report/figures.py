@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats as sps
 
 from bru_core.report.words import fmt_p, metric_info
-from bru_core.stats import METRICS
+from bru_core.stats import METRICS, primary_metric, validation_metric
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 
@@ -53,8 +53,8 @@ def plot_curves(task: str, objective: str, curves: list[dict[str, Any]], activat
         by[p["metric"]][p["activation"]].setdefault(p["seed"], []).append((p["epoch"], p["value"]))
     panels = [
         "train_loss",
-        "val_error" if objective == "classification" else "val_loss",
-        "test_error" if objective == "classification" else "test_loss",
+        validation_metric(objective),
+        primary_metric(objective),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
     for ax, metric in zip(axes, panels, strict=True):

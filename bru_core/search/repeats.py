@@ -28,7 +28,7 @@ from bru_core.search.campaign import record_campaign
 from bru_core.search.study import best_trial, open_study
 from bru_core.settings import Settings, get_settings
 from bru_core.spec import CampaignSpec
-from bru_core.tracking import DIVERGED, RunLogger, Tracker, as_final, final_metrics, run_slug
+from bru_core.tracking import DIVERGED, RunLogger, Tracker, as_final, final_metrics, interrupted, run_slug
 from bru_core.training import History, prepare_data, resolve_device
 
 
@@ -195,7 +195,7 @@ class _PackOfRepeats:
         except BaseException as exc:
             for seed, run in runs.items():
                 if seed not in closed:
-                    run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
+                    run.end("FAILED", {"bru.failure": interrupted(exc)})
             raise
         return [closed[c.seed] for c in configs]
 

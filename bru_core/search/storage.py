@@ -9,7 +9,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,7 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from bru_core.errors import BruError, StoreFailedError
 from bru_core.results import check_reachable as check_results_reachable
-from bru_core.settings import Settings, shown_url
+from bru_core.settings import Settings, ensure_sqlite_folder, shown_url
 from bru_core.tracking import Tracker, check_server
 
 _RETRIES = 1  # a trial lost with its worker is retried once (and does not count: search/budget.py)
@@ -131,8 +130,7 @@ def open_storage(settings: Settings) -> RDBStorage:
     ``heartbeat_grace_seconds`` is failed and retried once."""
     _log_heartbeat_thread_failures()
     url = settings.optuna
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_folder(url)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(4):
         try:

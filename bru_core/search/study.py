@@ -27,7 +27,7 @@ from bru_core.search.campaign import record_campaign
 from bru_core.search.storage import no_experimental_warnings, open_storage, quiet_optuna, store_failures_told
 from bru_core.settings import Settings, get_settings
 from bru_core.spec import CampaignSpec, ParamSpec
-from bru_core.tracking import RunLogger, Tracker, as_final
+from bru_core.tracking import RunLogger, Tracker, as_final, interrupted
 from bru_core.training import History, prepare_data, resolve_device, train
 
 _INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if f.annotation in (int, int | None)}
@@ -204,7 +204,7 @@ class Objective:
             run.end("FAILED", {"bru.failure": str(exc)})
             raise
         except BaseException as exc:
-            run.end("FAILED", {"bru.failure": f"interrupted ({type(exc).__name__}: {exc})"[:500]})
+            run.end("FAILED", {"bru.failure": interrupted(exc)})
             raise
         value = history.final[metric]
         for key in ("train_loss", "val_loss", "val_error"):

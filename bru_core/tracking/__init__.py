@@ -48,7 +48,16 @@ from bru_core.tracking.campaigns import CampaignRecords, spec_digest
 from bru_core.tracking.holds import HOLDER, holder_alive
 from bru_core.tracking.models import ModelLogging, data_digest, model_format, run_slug
 from bru_core.tracking.provenance import environment, git_commit
-from bru_core.tracking.runs import DIVERGED, FLUSH_SECONDS, ROLE, RunLogger, RunTree, as_final, final_metrics
+from bru_core.tracking.runs import (
+    DIVERGED,
+    FLUSH_SECONDS,
+    ROLE,
+    RunLogger,
+    RunTree,
+    as_final,
+    final_metrics,
+    interrupted,
+)
 from bru_core.tracking.server import check_server, start_server, stop_server, wait_healthy
 from bru_core.tracking.store import TrackingError, dumps
 from bru_core.tracking.tracker import Tracker
@@ -75,6 +84,7 @@ __all__ = [
     "final_metrics",
     "git_commit",
     "holder_alive",
+    "interrupted",
     "model_format",
     "run_slug",
     "spec_digest",

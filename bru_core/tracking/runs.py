@@ -99,6 +99,11 @@ class RunLogger:
         self.ended = True
 
 
+def interrupted(exc: BaseException) -> str:
+    """The ``bru.failure`` of a run cut short by an exception or an interrupt."""
+    return f"interrupted ({type(exc).__name__}: {exc})"[:500]
+
+
 FINAL = "final_"  # prefix of a run's final metrics (the epoch-by-epoch ones have none)
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from bru_core.settings import Settings, shown_url
+from bru_core.settings import Settings, ensure_sqlite_folder, shown_url
 from bru_core.tracking.campaigns import CampaignRecords
 from bru_core.tracking.models import ModelLogging
 from bru_core.tracking.server import check_server
@@ -26,8 +25,7 @@ class Tracker(CampaignRecords, ModelLogging):
     def __init__(self, settings: Settings) -> None:
         self.uri = settings.tracking
         self.artifact_location = settings.artifact_location
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_folder(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         # A local store's writes are CPU work in this process: done in a background thread
         # they contend for the GIL with the training loop and cost more than done in line
