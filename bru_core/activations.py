@@ -378,12 +378,3 @@ def activations_for(spec: str, n_layers: int) -> list[nn.Module]:
     if parsed.is_radix_family:
         return [_build(parsed, r) for r in parsed.radii(n_layers)]
     return [_build(parsed, None) for _ in range(n_layers)]
-
-
-def describe(modules: Sequence[nn.Module]) -> str:
-    """Short human form of a layer list, e.g. 'ORU(3) ORU(2.5) ORU(2)' (the ramp oru:3>2 on
-    three layers), 'ORU(3) ORU(3) ORU(2)' (the step oru:3|2)."""
-    parts = []
-    for m in modules:
-        parts.append(f"{type(m).__name__}({m.radix:g})" if isinstance(m, _RadixUnit) else type(m).__name__)
-    return " ".join(parts)

@@ -37,11 +37,12 @@ from pathlib import Path
 
 import pytest
 
+from bru_core.tracking import TrackingError, wait_healthy
+
 HOST = "127.0.0.1"
 PG_USER = "postgres"  # the cluster's superuser (initdb -U) and, when we are root, the OS user that runs it
 
 MLFLOW_START_TIMEOUT = 90.0  # seconds; it takes 5-20 s to become healthy on a small machine
-MLFLOW_POLL_INTERVAL = 0.25
 MLFLOW_STOP_TIMEOUT = 10.0
 
 
@@ -228,14 +229,6 @@ class MlflowServer:
     process: subprocess.Popen = field(repr=False, compare=False)
 
 
-def _mlflow_healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200 and response.read().strip() == b"OK"
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _stop_process_group(process: subprocess.Popen, timeout: float) -> None:
     """SIGTERM the whole process group (mlflow CLI + uvicorn), then SIGKILL whatever is left after ``timeout``."""
     pgid = process.pid  # start_new_session=True made it a group leader
@@ -289,19 +282,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         )  # fmt: skip
     server = MlflowServer(uri=uri, port=port, log_path=log_path, root=root, process=process)
     try:
-        deadline = time.monotonic() + MLFLOW_START_TIMEOUT
-        while not _mlflow_healthy(uri):
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with code {process.returncode} before becoming healthy\n"
-                    f"--- tail of {log_path}\n{_tail(log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server not healthy at {uri}/health after {MLFLOW_START_TIMEOUT:.0f} s\n"
-                    f"--- tail of {log_path}\n{_tail(log_path)}"
-                )
-            time.sleep(MLFLOW_POLL_INTERVAL)
+        try:
+            wait_healthy(uri, process, MLFLOW_START_TIMEOUT)  # the product's own wait
+        except TrackingError as exc:
+            raise RuntimeError(f"{exc}\n--- tail of {log_path}\n{_tail(log_path)}") from None
         yield server
     finally:
         _stop_process_group(process, MLFLOW_STOP_TIMEOUT)

@@ -16,7 +16,6 @@ from bru_core.activations import (
     ActivationSpec,
     activations_for,
     canonical_activation,
-    describe,
     eru,
     eru_reference,
     get_activation,
@@ -401,8 +400,8 @@ def test_step_schedule_expands_per_layer():
     assert [m.radix for m in layers] == [3.0, 3.0, 2.0, 2.0]
     assert len({id(m) for m in layers}) == 4
     assert [m.radix for m in activations_for("eru:3|2", 1)] == [3.0]
-    assert describe(activations_for("oru:3|2", 5)) == "ORU(3) ORU(3) ORU(3) ORU(2) ORU(2)"
-    assert describe(activations_for("oru:3>2", 3)) == "ORU(3) ORU(2.5) ORU(2)"
+    assert [m.radix for m in activations_for("oru:3|2", 5)] == [3.0, 3.0, 3.0, 2.0, 2.0]
+    assert [m.radix for m in activations_for("oru:3>2", 3)] == [3.0, 2.5, 2.0]  # the ramp
 
 
 @pytest.mark.parametrize("spec", ["oru:3>2", "oru:3|2"])

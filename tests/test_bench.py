@@ -54,12 +54,19 @@ def test_bench_packed_json(capsys):
     "args, message",
     [
         (["estimate", SMOKE, "--precision", "fp16"], "--precision: must be fp32 or bf16"),
-        (["estimate", SMOKE, "--batches", "0"], "--batches: must be at least 1"),
+        (
+            ["estimate", SMOKE, "--batches", "0"],
+            "Invalid value for '--batches': Input should be greater than or equal to 1",
+        ),
         (["estimate", "missing.yaml"], "missing.yaml"),
         (["packed", "--seeds", "0"], "--seeds"),
         (["packed", "--models", "mlp99x", "--dataset", "digits"], "model: unknown model 'mlp99x'"),
         (["scale", "--workers", "1,0"], "--workers: '0' is not a worker count"),
-        (["scale", "--trials", "0"], "--trials and --threads: must be at least 1"),
+        (["scale", "--trials", "0"], "Invalid value for '--trials'"),
+        (["scale", "--threads", "0"], "Invalid value for '--threads'"),
+        (["train", "--workers", "-1"], "Invalid value for '--workers': Input should be greater than or equal to 0"),
+        (["models", "--batches", "0"], "Invalid value for '--batches'"),
+        (["tracking", "--epochs", "0"], "Invalid value for '--epochs'"),
         (
             ["scale", "--optuna-storage", "sqlite:////tmp/x.db"],
             "BRU_OPTUNA_STORAGE: bru bench scale needs a PostgreSQL",

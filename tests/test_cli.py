@@ -268,7 +268,8 @@ def test_bench_activations_json_fields(capsys):
         (["-a", "eru:0"], "--activations: activation 'eru:0': radix must be"),
         (["--dtype", "float8"], "--dtype: 'float8' is not one of"),
         (["--paths", "turbo"], "--paths: 'turbo' is not one of eager, compiled, inplace, fused, native"),
-        (["--n", "0"], "--n and --rounds: must be at least 1"),
+        (["--n", "0"], "Invalid value for '--n': Input should be greater than or equal to 1"),
+        (["--rounds", "0"], "Invalid value for '--rounds'"),
     ],
 )
 def test_bench_activations_bad_options(capsys, args, message):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bru_core import kernels, native
-from bru_core.data import Data, Split, load_data
+from bru_core.data import Data, Split
 from bru_core.errors import ConfigError
 from bru_core.kernels import paths
 from bru_core.models import build_model
@@ -31,11 +31,6 @@ from bru_core.packed import (
 from bru_core.training import TrainConfig, _optimizer, train
 
 RELATIVE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Data:
-    return load_data("digits", tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,9 @@ import pytest
 import torch
 
 from bru_core.config import TrainConfig
-from bru_core.data import load_data, synthetic_data
+from bru_core.data import synthetic_data
 from bru_core.errors import ConfigError, NonFiniteLossError
 from bru_core.training import EpochRecord, Trainer, train
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_data("digits", tmp_path_factory.mktemp("data"))
 
 
 def _numbers(history):

@@ -4,6 +4,7 @@ bench packed) and one convolutional training step, four ways (bru bench packed's
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -78,7 +79,9 @@ def _race_packed(
                 rest, _, _ = timed_with_peak(dev, _train_each, configs[1:], data)
                 sequential_s.append(single + rest)
             else:
-                seconds, packed_peak, runs = timed_with_peak(dev, train_in_packs, configs, pack, None, None, data)
+                seconds, packed_peak, runs = timed_with_peak(
+                    dev, functools.partial(train_in_packs, data=data), configs, pack
+                )
                 packed_s.append(seconds)
                 largest = max(run.history.pack_size for run in runs)
     return statistics.median(sequential_s), statistics.median(packed_s), largest, single_peak, packed_peak

@@ -27,7 +27,7 @@ err = Console(stderr=True)
 
 DatasetOpt = Annotated[str, typer.Option(help="digits (offline), mnist, cifar10, cifar100.")]
 ModelOpt = Annotated[str, typer.Option(help="mlp4 ... mlp8 (any mlpN), sae, lenet5, convpool.")]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 LrOpt = Annotated[float, typer.Option(help="Learning rate.")]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.")]
 BatchOpt = Annotated[int, typer.Option(help="Batch size.")]

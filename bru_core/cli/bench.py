@@ -12,7 +12,7 @@ from bru_core.errors import ConfigError
 
 from ._common import DataDirOpt, DatasetOpt, DeviceOpt, EpochsOpt, JsonOpt, ModelOpt, comma_list, out, print_json
 
-RoundsOpt = Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")]
+RoundsOpt = Annotated[int, typer.Option(min=1, help="Interleaved rounds; the median is reported.")]
 
 
 def bench_table(rows: list[dict[str, Any]], title: str, json_output: bool) -> None:
@@ -44,7 +44,7 @@ def _radix_activation(spec: str, option: str) -> str:
 
 
 def activations(
-    n: Annotated[int, typer.Option(help="Number of values.")] = 4_000_000,
+    n: Annotated[int, typer.Option(min=1, help="Number of values.")] = 4_000_000,
     rounds: RoundsOpt = 15,
     device: DeviceOpt = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16; a comma list times each.")] = "float32",
@@ -59,8 +59,6 @@ def activations(
 
     from bru_core.bench import ACTIVATION_PATHS, as_dicts, bench_activations
 
-    if n < 1 or rounds < 1:
-        raise ConfigError("--n and --rounds: must be at least 1")
     dtypes = []
     for name in comma_list(dtype):
         if name not in ("float32", "bfloat16", "float16"):
@@ -95,8 +93,6 @@ def tracking(
     """MLflow logging overhead on digits/mlp4 runs: wall time with over without."""
     from bru_core.bench import as_dicts, bench_tracking
 
-    if rounds < 1 or epochs < 1:
-        raise ConfigError("--rounds and --epochs: must be at least 1")
     rows = as_dicts(bench_tracking(epochs=epochs, rounds=rounds, server=server))
     bench_table(rows, f"tracking overhead (digits/mlp4, {epochs} epochs)", json_output)
 
@@ -111,27 +107,25 @@ def epochs(
     """Training-epoch time per activation, interleaved, as ratios to ELU and ReLU."""
     from bru_core.bench import as_dicts, bench_epochs
 
-    if rounds < 1:
-        raise ConfigError("--rounds: must be at least 1")
     rows = as_dicts(bench_epochs(model=model, dataset=dataset, rounds=rounds, device=device))
     bench_table(rows, f"{dataset}/{model} training epoch", json_output)
 
 
 def train(
     model: ModelOpt = "mlp8",
-    n_train: Annotated[int, typer.Option(help="MNIST-shaped training images for the input-pipeline epoch.")] = 12_800,
+    n_train: Annotated[
+        int, typer.Option(min=1, help="MNIST-shaped training images for the input-pipeline epoch.")
+    ] = 12_800,
     rounds: RoundsOpt = 5,
     device: DeviceOpt = "cpu",
-    workers: Annotated[int, typer.Option(help="DataLoader workers for the tutorial pipeline.")] = 0,
-    epochs_rounds: Annotated[int, typer.Option(help="Rounds of the activation-epoch table (0 skips it).")] = 15,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers for the tutorial pipeline.")] = 0,
+    epochs_rounds: Annotated[int, typer.Option(min=0, help="Rounds of the activation-epoch table (0 skips it).")] = 15,
     json_output: JsonOpt = False,
 ) -> None:
     """Training throughput: bru's device-resident epoch against a torchvision DataLoader
     with ToTensor, then an mlp8 digits epoch per activation and path against ELU."""
     from bru_core.bench import as_dicts, bench_epochs, bench_input_pipeline
 
-    if n_train < 1 or rounds < 1 or epochs_rounds < 0 or workers < 0:
-        raise ConfigError("--n-train, --rounds: must be at least 1; --epochs-rounds, --workers: at least 0")
     pipeline = as_dicts(
         bench_input_pipeline(model=model, n_train=n_train, rounds=rounds, device=device, num_workers=workers)
     )
@@ -147,15 +141,13 @@ def train(
 
 
 def models(
-    batches: Annotated[int, typer.Option(help="Batches of 128 timed per model.")] = 8,
+    batches: Annotated[int, typer.Option(min=1, help="Batches of 128 timed per model.")] = 8,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,
 ) -> None:
     """Seconds per training epoch of each model on MNIST- and CIFAR-shaped data."""
     from bru_core.bench import as_dicts, bench_models
 
-    if batches < 1:
-        raise ConfigError("--batches: must be at least 1")
     rows = as_dicts(bench_models(batches=batches, device=device))
     bench_table(rows, "training throughput per model (relu, batch 128)", json_output)
 

@@ -23,7 +23,7 @@ from .bench import bench_table
 def estimate(
     spec: SpecArg,
     device: DeviceOpt = "cpu",
-    batches: Annotated[int, typer.Option(help="Batches timed per task and activation.")] = 8,
+    batches: Annotated[int, typer.Option(min=1, help="Batches timed per task and activation.")] = 8,
     precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (default: the spec's).")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile each model.")] = False,
     json_output: JsonOpt = False,
@@ -32,8 +32,6 @@ def estimate(
     from bru_core.bench import as_dicts, estimate_campaign
     from bru_core.spec import load_spec
 
-    if batches < 1:
-        raise ConfigError("--batches: must be at least 1")
     if precision not in (None, "fp32", "bf16"):
         raise ConfigError(f"--precision: must be fp32 or bf16, got {precision!r}")
     campaign = load_spec(spec)
@@ -91,8 +89,8 @@ def pipeline(
 
 def scale(
     workers: Annotated[str, typer.Option(help="Comma list of worker counts.")] = "1,2,4",
-    trials: Annotated[int, typer.Option(help="Trials per study (the budget).")] = 40,
-    threads: Annotated[int, typer.Option(help="torch threads per worker (OMP_NUM_THREADS).")] = 1,
+    trials: Annotated[int, typer.Option(min=1, help="Trials per study (the budget).")] = 40,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per worker (OMP_NUM_THREADS).")] = 1,
     tracking_uri: TrackingOpt = None,
     optuna_storage: StorageOpt = None,
     json_output: JsonOpt = False,
@@ -108,8 +106,6 @@ def scale(
         if not part.isdigit() or int(part) < 1:
             raise ConfigError(f"--workers: {part!r} is not a worker count (a whole number >= 1)")
         counts.append(int(part))
-    if trials < 1 or threads < 1:
-        raise ConfigError("--trials and --threads: must be at least 1")
     settings = get_settings(tracking_uri=tracking_uri, optuna_storage=optuna_storage)
     _check_shared_stores(settings)
     # One thread per worker: the figure is about coordination, and on a small machine

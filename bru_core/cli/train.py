@@ -284,7 +284,9 @@ def _print_pack(configs: list, members: list, values: dict[str, list[float]]) ->
 CompareActivationOpt = Annotated[
     list[str] | None, typer.Option("--activation", "-a", help="Repeat for each activation.")
 ]
-CompareSeedsOpt = Annotated[int, typer.Option(help="Seeds per activation (0 .. N-1), the same for every activation.")]
+CompareSeedsOpt = Annotated[
+    int, typer.Option(min=1, help="Seeds per activation (0 .. N-1), the same for every activation.")
+]
 COMPARED = ("val_error", "val_loss", "test_error", "test_loss", "train_loss", "error_quotient")
 
 
@@ -309,8 +311,6 @@ def compare(
     activation's seeds train as one pack (one batched model; each seed the run it would
     be alone)."""
     specs = activation or ["relu", "elu", "eru:2", "oru:3"]
-    if seeds < 1:
-        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     configs = [
         _config(dict(dataset=dataset, model=model, activation=spec, epochs=epochs, lr=lr, optimizer=optimizer,
                      batch_size=batch_size, seed=seed, device=device, data_dir=data_dir, download=download))

@@ -41,8 +41,8 @@ BatchCallback = Callable[[int, int], None]  # (batches done, batches per epoch)
 
 @dataclass(frozen=True)
 class PackOptions:
-    """What train_packed and train_in_packs take after the configurations (and the pack
-    size), in this order, by position or by name."""
+    """What train_packed and train_in_packs take by name after the configurations (and
+    the pack size), kept together as one value to hand on."""
 
     on_epoch: MemberEpochCallback | None = None  # each member's epoch as it ends
     on_batch: BatchCallback | None = None  # the pack's progress through an epoch
@@ -50,17 +50,26 @@ class PackOptions:
     evaluate_test: bool = True  # False for search trials: no test number exists for them
     on_diverged: DivergedCallback | None = None  # a member that left the pack, as it happens
 
-    def as_args(self) -> tuple[Any, ...]:
-        """The fields in order, to hand on as train_packed's arguments."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+    def as_kwargs(self) -> dict[str, Any]:
+        """The fields by name, to hand on as train_packed's arguments (not
+        dataclasses.asdict, which would copy the data set)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def train_packed(configs: Sequence[TrainConfig | dict[str, Any]], *args: Any, **kwargs: Any) -> list[PackedRun]:
+def train_packed(
+    configs: Sequence[TrainConfig | dict[str, Any]],
+    *,
+    on_epoch: MemberEpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    data: Data | None = None,
+    evaluate_test: bool = True,
+    on_diverged: DivergedCallback | None = None,
+) -> list[PackedRun]:
     """Train one configuration on several seeds as one pack; one PackedRun per config, in
-    order. The other arguments are PackOptions'. A member that diverges is reported
-    (``on_diverged`` as it happens) and the others go on; each finished member's history
-    has its final metrics and its own model."""
-    options = PackOptions(*args, **kwargs)
+    order (the options: PackOptions). A member that diverges is reported (``on_diverged``
+    as it happens) and the others go on; each finished member's history has its final
+    metrics and its own model."""
+    options = PackOptions(on_epoch, on_batch, data, evaluate_test, on_diverged)
     configs = [TrainConfig.parse(c) for c in configs]
     check_pack(configs)
     if not activation_packable(configs[0]):
@@ -95,18 +104,25 @@ def train_packed(configs: Sequence[TrainConfig | dict[str, Any]], *args: Any, **
 
 
 def train_in_packs(
-    configs: Sequence[TrainConfig | dict[str, Any]], pack: int | None = None, *args: Any, **kwargs: Any
+    configs: Sequence[TrainConfig | dict[str, Any]],
+    pack: int | None = None,
+    *,
+    on_epoch: MemberEpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    data: Data | None = None,
+    evaluate_test: bool = True,
+    on_diverged: DivergedCallback | None = None,
 ) -> list[PackedRun]:
     """Train one configuration on several seeds in packs of at most ``pack`` members
     (None: as many as fit, ``pack_limit``), one pack after another; one PackedRun per
-    config, in order. The other arguments are PackOptions', as for train_packed.
+    config, in order. The options are train_packed's.
 
     A pack that runs out of memory before it has reported anything (the first epoch: the
     peak is reached in its first batches and first evaluation) is split in two and each
     half trained in turn, down to packs of one, which is an unpacked run's own memory; an
     out-of-memory error after a member's epoch was reported is raised, as it would be
     unpacked, rather than report those epochs twice."""
-    options = PackOptions(*args, **kwargs)
+    options = PackOptions(on_epoch, on_batch, data, evaluate_test, on_diverged)
     configs = [TrainConfig.parse(c) for c in configs]
     check_pack(configs)
     data = options.data if options.data is not None else prepare_data(configs[0], resolve_device(configs[0].device))
@@ -129,7 +145,7 @@ def train_in_packs(
 
     def train_group(group: list[TrainConfig]) -> list[PackedRun]:
         try:
-            return train_packed(group, *noted.as_args())
+            return train_packed(group, **noted.as_kwargs())
         except BaseException as exc:
             if len(group) == 1 or not out_of_memory(exc) or reported & {c.seed for c in group}:
                 raise

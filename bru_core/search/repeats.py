@@ -188,7 +188,7 @@ class _PackOfRepeats:
             closed[seed] = RepeatResult(seed, run.run_id, {}, reused=False, status=DIVERGED, failure=str(exc))
 
         try:
-            packed = train_in_packs(configs, pack, log_epoch, None, data, True, diverged)
+            packed = train_in_packs(configs, pack, on_epoch=log_epoch, data=data, on_diverged=diverged)
             for member in packed:
                 if member.finished:
                     closed[member.seed] = self._finish(runs[member.seed], member.history, data, config)

@@ -11,7 +11,9 @@ fail under CI=true.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -33,8 +35,11 @@ def check(name: str, ok: bool, detail: str = "") -> None:
         failures.append(name)
 
 
-def status(url: str, method: str = "GET", login: str | None = None, headers: dict | None = None) -> int:
-    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+def status(
+    url: str, method: str = "GET", login: str | None = None, headers: dict | None = None, body: dict | None = None
+) -> int:
+    data = json.dumps(body or {}).encode() if method in ("POST", "DELETE", "PATCH") else None
+    request = urllib.request.Request(url, method=method, data=data)
     request.add_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
         request.add_header(key, value)
@@ -70,6 +75,43 @@ def check_mlflow() -> None:
         (code := status(search, login=f"{user}:{password}")) == 200,
         f"got {code}",
     )
+
+
+def answer(url: str, login: str, body: dict | None = None) -> dict:
+    """A signed-in call's JSON answer (GET without a body, POST with one)."""
+    request = urllib.request.Request(url, method="POST" if body is not None else "GET")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    with urllib.request.urlopen(request, data=json.dumps(body).encode() if body is not None else None, timeout=10) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def check_lab_member() -> None:
+    """A lab member with an MLflow account of their own (docs/deploy.md, "a user per lab
+    member"): reads the campaign's experiment, may not write into it (default_permission
+    READ), and writes into an experiment of their own. The account is removed afterwards."""
+    base = os.environ["BRU_TRACKING_URI"].rstrip("/")
+    api = f"{base}/api/2.0/mlflow"
+    admin = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ['MLFLOW_TRACKING_PASSWORD']}"
+    experiments = answer(f"{api}/experiments/search", admin, {"max_results": 50}).get("experiments", [])
+    campaign = next((e for e in experiments if e["name"] != "Default"), None)
+    if campaign is None:
+        check("a campaign's experiment exists for the lab-member checks", False, "run a campaign first")
+        return
+    name, password = f"bru-member-{secrets.token_hex(3)}", secrets.token_hex(16)
+    member = f"{name}:{password}"
+    answer(f"{api}/users/create", admin, {"username": name, "password": password})
+    try:
+        read = status(f"{api}/experiments/get?experiment_id={campaign['experiment_id']}", login=member)
+        check(f"a lab member reads the campaign's experiment {campaign['name']}: 200", read == 200, f"got {read}")
+        code = status(f"{api}/runs/create", "POST", member, body={"experiment_id": campaign["experiment_id"]})
+        check("a lab member writing a run into it: 403", code == 403, f"got {code}")
+        own = answer(f"{api}/experiments/create", member, {"name": f"{name}-own"})["experiment_id"]
+        code = status(f"{api}/runs/create", "POST", member, body={"experiment_id": own})
+        check("a lab member writes a run into an experiment of their own: 200", code == 200, f"got {code}")
+        status(f"{api}/experiments/delete", "POST", member, body={"experiment_id": own})
+    finally:
+        status(f"{api}/users/delete", "DELETE", admin, body={"username": name})
 
 
 def check_prefect() -> None:
@@ -202,6 +244,7 @@ def check_stranger(stack: Path) -> None:
 def main() -> int:
     stack = Path(os.environ["BRU_STACK_DIR"])
     check_mlflow()
+    check_lab_member()
     check_prefect()
     check_postgres(stack)
     check_stranger(stack)
