@@ -139,10 +139,16 @@ class _SlotKeeper:
         self.thread.start()
 
     def _hold(self) -> None:
+        from prefect.concurrency.context import ConcurrencyContext
         from prefect.concurrency.sync import concurrency
 
         try:
-            with concurrency(GPU_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
+            # A concurrency context of the keeper's own: in the copied context of the trial
+            # that made the keeper, the lease would be recorded in that trial's task-run
+            # context, which releases it when the task run ends, while the keeper still lends
+            # the slot to the next trials (then another process could take the same slot,
+            # and the renewal fails with "410 Gone ... Lease not found").
+            with ConcurrencyContext(), concurrency(GPU_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
                 self.holding = True
                 self.acquired.set()
                 with self.wanted:
