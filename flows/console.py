@@ -1,38 +1,113 @@
-"""What a campaign run in the user's terminal prints: bru's own progress and one error
-line, not Prefect's per-run records. Those (a failed task's traceback, each retry) go to
-a log file instead, which the error line names."""
+"""What a campaign run in the user's terminal prints: bru's own progress, bru's own
+warnings and one error line. Every other log record goes to the campaign's log file, whose
+path bru prints: Prefect's flow and task runs (a failed task's traceback, each retry), its
+client, its temporary server, and the libraries' warnings (Optuna, MLflow, torch,
+SQLAlchemy), Python's ``warnings`` included.
+
+Prefect's temporary server is a subprocess that writes to the same terminal, so the
+routing is a logging configuration file, which Prefect reads in both processes
+(``PREFECT_LOGGING_SETTINGS_PATH``): Prefect's own default with its console handler
+replaced by the log file. It must be in place before Prefect is imported."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.util
 import logging
+import os
+import sys
 from pathlib import Path
 
-_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+import yaml
+
+SETTINGS_ENV = "PREFECT_LOGGING_SETTINGS_PATH"
+_DATED = "%(asctime)s | %(levelname)-7s | "
 
 
-class _NotRunRecords(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(_RUN_LOGGERS)
+def _prefect_default() -> dict:
+    """Prefect's own logging configuration (prefect/logging/logging.yml), read without
+    importing Prefect, which would configure logging from it at once."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None, "prefect is a dependency of flows/"
+    return yaml.safe_load((Path(spec.origin).parent / "logging" / "logging.yml").read_text())
 
 
-def run_records_to_file(path: Path | str) -> None:
-    """From now on in this process, flow- and task-run records go to ``path`` (created
-    with the first record) and no longer to the console; Prefect's API still gets them."""
-    from prefect.logging.formatters import PrefectFormatter
-    from prefect.logging.handlers import PrefectConsoleHandler
+def campaign_logging(path: Path) -> dict:
+    """Prefect's configuration with every console handler replaced by the log file at
+    ``path`` (created with its first record), and bru's own records at WARNING and above
+    also on stderr, one line each."""
+    config = _prefect_default()
+    config["formatters"]["dated"] = {
+        "()": "prefect.logging.formatters.PrefectFormatter",
+        "format": _DATED + "%(name)s - %(message)s",
+        "flow_run_fmt": _DATED + "Flow run %(flow_run_name)r - %(message)s",
+        "task_run_fmt": _DATED + "Task run %(task_run_name)r - %(message)s",
+    }
+    config["formatters"]["bru"] = {"format": "%(levelname)s: %(message)s"}
+    # Prefect substitutes $SETTING in this file: a dollar in the path is written $$.
+    filename = str(path).replace("$", "$$")
+    config["handlers"] = {
+        name: handler for name, handler in config["handlers"].items() if name not in ("console", "debug")
+    }
+    config["handlers"]["campaign_file"] = {
+        "level": 0, "class": "logging.FileHandler", "formatter": "dated",
+        "filename": filename, "encoding": "utf-8", "delay": True,
+    }  # fmt: skip
+    config["handlers"]["bru_console"] = {
+        "level": "WARNING", "class": "logging.StreamHandler", "formatter": "bru", "stream": "ext://sys.stderr",
+    }  # fmt: skip
+    for logger in [*config["loggers"].values(), config["root"]]:
+        handlers = logger.get("handlers", [])
+        if any(h in ("console", "debug") for h in handlers):
+            logger["handlers"] = [h for h in handlers if h not in ("console", "debug")] + ["campaign_file"]
+    config["loggers"]["bru"] = {"level": "NOTSET", "handlers": ["bru_console"]}  # and on to the file, by the root
+    return config
 
+
+def route_logs_to(path: Path | str) -> None:
+    """From now on in this process and in the Prefect server it starts, log records go to
+    ``path`` and not to the console (bru's own warnings excepted). Call it before Prefect
+    is imported; a user's own PREFECT_LOGGING_SETTINGS_PATH is left as it is."""
+    if "prefect" in sys.modules:
+        raise RuntimeError("route_logs_to must run before Prefect is imported, which configures logging at once")
+    logging.captureWarnings(True)  # warnings.warn -> the py.warnings logger -> the file
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no console handler of its own from now on
+    if os.environ.get(SETTINGS_ENV):
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(path, delay=True, encoding="utf-8")
-    to_file.setFormatter(
-        PrefectFormatter(  # Prefect's console format, with the date
-            "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
-            flow_run_fmt="%(asctime)s | %(levelname)-7s | Flow run %(flow_run_name)r - %(message)s",
-            task_run_fmt="%(asctime)s | %(levelname)-7s | Task run %(task_run_name)r - %(message)s",
-        )
+    settings = path.with_name(f".{path.stem}.logging.yml")
+    settings.write_text(yaml.safe_dump(campaign_logging(path), sort_keys=False))
+    os.environ[SETTINGS_ENV] = str(settings)
+    atexit.register(_remove, settings)  # read at start-up only, by this process and the server's
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    """A handler with a stream that is not a file's (MLflow's writes through a stream
+    object of its own, torch's is a stderr handler of its own) and not bru's. Prefect's API
+    handlers have no stream and stay."""
+    return (
+        hasattr(handler, "stream")
+        and not isinstance(handler, logging.FileHandler)
+        and handler.get_name() != "bru_console"
     )
-    for name in _RUN_LOGGERS:
-        logging.getLogger(name).addHandler(to_file)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler):
-            handler.addFilter(_NotRunRecords())
+
+
+def libraries_to_the_log() -> None:
+    """Loggers that libraries gave a console handler of their own, not propagating
+    (Optuna's, MLflow's, and those MLflow sets up for SQLAlchemy and Alembic), send their
+    records on to the log file instead. Call it once they are imported."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger) or name == "bru" or name.startswith("bru."):
+            continue
+        consoles = [h for h in logger.handlers if _writes_to_console(h)]
+        for handler in consoles:
+            logger.removeHandler(handler)
+        if consoles:
+            logger.propagate = True
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

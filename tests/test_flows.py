@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def test_campaign_run_in_process_end_to_end_and_again(tmp_path):
     first = _bru("campaign", "run", SMOKE, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "eru:2 vs relu on digits/mlp4 (exploratory): test error" in first.stdout
+    # A healthy run's console (stdout and stderr, as `2>&1` shows them) is bru's own: no
+    # library's log line, warning or traceback (issue 18); they are in the log it names.
+    console = first.stdout + first.stderr
+    for word in ("Traceback", "WARNING", "ERROR", "Warning:"):
+        assert word not in console, console[-3000:]
+    assert re.search(r"^log: .*/logs/campaign-smoke-\d{8}-\d{6}\.log$", first.stderr, re.M), first.stderr
     assert "report: " in first.stdout and "bru ui" in first.stdout
     counts = _counts(tmp_path / "home")
     assert EXPECTED_SMOKE.items() <= counts.items(), counts
@@ -250,37 +257,47 @@ def test_deploy_to_a_container_pool_uses_the_job_templates_in_infra(prefect_serv
     assert crash["trigger"]["posture"] == "Proactive" and crash["actions"][0]["state"] == "CRASHED"
 
 
-def test_run_records_go_to_the_log_file_not_the_console(tmp_path):
-    """bru campaign run: a failed task's traceback goes to the log file, not the console;
-    the console still gets everything else (here a warning of Prefect's client)."""
+def test_library_records_go_to_the_log_file_and_bru_warnings_to_the_console(tmp_path):
+    """bru campaign run: Prefect's run records (a failed task's traceback), its client's,
+    Optuna's, MLflow's and torch's warnings and Python warnings go to the log file; the
+    console gets bru's own warnings only, one line each."""
     path = tmp_path / "logs" / "campaign.log"
     script = f"""
-import logging, sys
-import flows.campaign  # imports Prefect, which configures its logging
-from flows.console import run_records_to_file
-run_records_to_file({str(path)!r})
+import logging, sys, warnings
+from flows.console import libraries_to_the_log, route_logs_to
+route_logs_to({str(path)!r})
+import flows.campaign  # imports Prefect, which configures its logging from bru's file
+import mlflow, optuna
+libraries_to_the_log()
 try:
     raise RuntimeError("the store went away")
 except RuntimeError:
     logging.getLogger("prefect.task_runs").error(
         "Finished in state Failed", exc_info=True, extra={{"task_run_name": "t 1", "flow_run_name": "f"}})
-logging.getLogger("prefect.client").warning("a warning of its own")
+logging.getLogger("prefect.concurrency").warning("a warning of Prefect's")
+optuna.logging.get_logger("optuna.study").warning("a warning of Optuna's")
+logging.getLogger("mlflow.tracking").warning("a warning of MLflow's")
+logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found")
+warnings.warn("a Python warning")
+logging.getLogger("bru.search").warning("a warning of bru's own")
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_CONFIGURE"))}
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "a warning of its own" in done.stderr
-    assert "the store went away" not in done.stderr and "Finished in state" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == ["WARNING: a warning of bru's own"], done.stderr
+    assert done.stdout == ""
     text = path.read_text()
     assert "Task run 't 1' - Finished in state Failed" in text and "RuntimeError: the store went away" in text
+    for line in ("a warning of Prefect's", "a warning of Optuna's", "a warning of MLflow's", "No CUDA runtime",
+                 "a Python warning", "a warning of bru's own"):  # fmt: skip
+        assert line in text, text
+    assert not list(path.parent.glob(".*.logging.yml")), "the settings file is removed at exit"
 
 
 def test_the_run_log_file_is_created_with_its_first_record_only(tmp_path):
-    script = (
-        "import flows.campaign, sys; from flows.console import run_records_to_file; run_records_to_file(sys.argv[1])"
-    )
+    script = "import sys; from flows.console import route_logs_to; route_logs_to(sys.argv[1]); import flows.campaign"
     log = tmp_path / "logs" / "campaign.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     done = subprocess.run(
@@ -288,6 +305,45 @@ def test_the_run_log_file_is_created_with_its_first_record_only(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not log.exists()
+
+
+def test_a_campaign_in_a_pipe_prints_a_line_per_finished_study_and_stage():
+    """No live view in a pipe or CI: one line when a study's search is done, one when its
+    repeats are, and one per stage of the campaign, each once."""
+    from bru_core.cli._watch import CampaignWatch
+    from bru_core.search.status import StudyStatus
+    from bru_core.spec import load_spec
+
+    spec = load_spec(SMOKE)
+    watch = CampaignWatch(spec, settings=None, live=False)
+    lines: list[str] = []
+    watch.say = lines.append
+    polls = [
+        [StudyStatus("digits/mlp4", "relu", 3, 1, 0.2, 2, 0), StudyStatus("digits/mlp4", "eru:2", 3, 0, None, 2, 0)],
+        [StudyStatus("digits/mlp4", "relu", 3, 3, 0.0764, 2, 0), StudyStatus("digits/mlp4", "eru:2", 3, 2, 0.1, 2, 0)],
+        [StudyStatus("digits/mlp4", "relu", 3, 3, 0.0764, 2, 1), StudyStatus("digits/mlp4", "eru:2", 3, 3, 0.03, 2, 0)],
+        [StudyStatus("digits/mlp4", "relu", 3, 3, 0.0764, 2, 2), StudyStatus("digits/mlp4", "eru:2", 3, 3, 0.03, 2, 2)],
+        [StudyStatus("digits/mlp4", "relu", 3, 3, 0.0764, 2, 2), StudyStatus("digits/mlp4", "eru:2", 3, 3, 0.03, 2, 2)],
+    ]
+    for rows in polls:
+        watch.show(rows)
+    assert [re.sub(r" \(\d+:\d\d\)$", "", line) for line in lines] == [
+        "campaign smoke: searching",
+        "study digits/mlp4 relu: searched, 3/3 trials, best val_error 0.0764",
+        "study digits/mlp4 eru:2: searched, 3/3 trials, best val_error 0.03",
+        "campaign smoke: repeating the best configurations",
+        "study digits/mlp4 relu: repeated, 2/2 seeds",
+        "study digits/mlp4 eru:2: repeated, 2/2 seeds",
+        "campaign smoke: aggregating and reporting",
+    ]
+
+
+def test_routing_the_logs_after_prefect_configured_them_is_refused():
+    import flows.campaign  # noqa: F401  (Prefect is imported: too late to route its logging)
+    from flows.console import route_logs_to
+
+    with pytest.raises(RuntimeError, match="before"):
+        route_logs_to("/nonexistent/campaign.log")
 
 
 # --------------------------------------------------------------------------- several trials on one GPU
@@ -538,6 +594,41 @@ def test_deploy_slots_per_gpu_sets_the_limit_and_k_trials_hold_k_slots_of_one_gp
     assert f"gpu limit {before} slot(s), " in again.stdout
     deployment = _api(prefect_server, "/deployments/name/bru-campaign/bru-campaign")
     assert "BRU_POOL_SLOTS_PER_GPU" not in deployment["job_variables"]["env"]
+
+
+@pytest.mark.slow
+def test_a_slot_lent_on_after_the_trial_that_took_it_ended_stays_held(prefect_server, monkeypatch):
+    """The keeper takes its slot inside the first trial's task run and lends it to the next
+    trials. Prefect's task engine releases, when a task run ends, every lease recorded in
+    that run's concurrency context: the slot went back to the server while the keeper
+    still lent it (another process could then take it: two trainings on one GPU), and its
+    renewal ended in "410 Gone ... Lease not found" with a traceback (issue 18)."""
+    from prefect import flow, task
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.gpu as gpu
+
+    monkeypatch.setattr(gpu._SlotKeeper, "LINGER_SECONDS", 60.0)  # the second trial finds the first's keeper
+    held: list[tuple[int, int]] = []
+
+    @task
+    def trial() -> None:
+        with gpu.gpu_slot():
+            held.append((_gpu_slots(prefect_server), len(gpu._keepers)))
+
+    @flow
+    def two_trials() -> None:
+        trial()
+        trial()
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        gpu.ensure_gpu_limit(1)
+        try:
+            two_trials()
+        finally:
+            gpu.release_idle_slots()
+    assert held == [(1, 1), (1, 1)]  # one keeper, whose slot the server counts all along
+    assert _gpu_slots(prefect_server) == 0
 
 
 @pytest.mark.slow

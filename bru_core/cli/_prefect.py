@@ -23,6 +23,7 @@ def prepare_prefect(settings) -> None:
     """Before prefect is imported: quiet console logs, no analytics, and an embedded
     server's state under the bru home folder (unless the user set these)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # the client's telemetry, and its notice on a terminal
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
     # bru's flow runs beat often: a server's crash automation (bru deploy) expects it

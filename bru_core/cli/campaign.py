@@ -11,8 +11,9 @@ import typer
 from bru_core.errors import ConfigError
 from flows.names import POOL
 
-from ._common import DataDirOpt, HomeOpt, ResultsOpt, SpecArg, StorageOpt, TrackingOpt, err, out, progress_bar
+from ._common import DataDirOpt, HomeOpt, ResultsOpt, SpecArg, StorageOpt, TrackingOpt, err, out
 from ._prefect import export_settings, preflight, prepare_prefect
+from ._watch import CampaignWatch
 
 
 def campaign_run(
@@ -24,44 +25,39 @@ def campaign_run(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run a whole campaign in this process (Prefect starts a temporary server for it)."""
-    import threading
     import time
 
     from bru_core.settings import get_settings
     from bru_core.spec import load_spec
+    from flows.console import libraries_to_the_log, route_logs_to
 
     campaign = load_spec(spec)
     settings = get_settings(
         home=home, tracking_uri=tracking_uri, optuna_storage=optuna_storage, results_url=results_url, data_dir=data_dir
     )
+    run_log = settings.home_path / "logs" / f"campaign-{campaign.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    route_logs_to(run_log)  # the libraries' records there; here, bru's progress and one error line
     preflight(campaign, settings)
     export_settings(settings)
     prepare_prefect(settings)
     started = time.monotonic()
     err.print(f"campaign {campaign.name}: {len(campaign.tasks) * len(campaign.labels)} studies of {campaign.search.trials} trials, "
-              f"{len(campaign.repeats.seeds)} seeds each; starting Prefect (a temporary local server takes 10-20 s)", highlight=False)  # fmt: skip
+              f"{len(campaign.repeats.seeds)} seeds each; starting Prefect (a temporary local server takes 10-20 s)\n"
+              f"log: {run_log}", highlight=False, soft_wrap=True)  # fmt: skip
     import optuna
 
     from flows.campaign import campaign as campaign_flow
-    from flows.console import run_records_to_file
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_log = settings.home_path / "logs" / f"campaign-{campaign.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    run_records_to_file(run_log)  # tracebacks there; here, bru's progress and one error line
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per trial, even in the file
+    libraries_to_the_log()
 
-    stop = threading.Event()
-    progress, watcher = _watch(campaign, settings, stop)
-    with progress:
-        watcher.start()
+    with CampaignWatch(campaign, settings):
         try:
             campaign_flow(campaign.model_dump(mode="json"))
         except Exception as exc:
             if run_log.exists():
                 exc.add_note(f"Prefect's log of the run: {run_log}")
             raise
-        finally:
-            stop.set()
-            watcher.join(timeout=5)
     out.print(f"campaign {campaign.name} done in {time.monotonic() - started:.0f} s", highlight=False)
     _print_outcome(campaign.name, settings)
 
@@ -110,36 +106,6 @@ def campaign_submit(
         raise typer.Exit(1)
     out.print(f"campaign {campaign.name}: flow run {final}", highlight=False)
     _print_outcome(campaign.name, settings)
-
-
-def _watch(campaign, settings, stop):
-    """A thread that shows each study's trials and seeds as the stores fill up."""
-    import threading
-
-    from bru_core.search import campaign_status
-
-    def loop(progress) -> None:
-        bars = {}
-        while not stop.is_set():
-            try:
-                for s in campaign_status(campaign, settings):
-                    key = (s.task, s.activation)
-                    total = s.budget + s.seeds
-                    if key not in bars:
-                        bars[key] = progress.add_task(f"{s.task} {s.activation}", total=total, status="")
-                    best = f"best {s.best_value:.4g}" if s.best_value is not None else "no result yet"
-                    progress.update(
-                        bars[key],
-                        completed=s.done + s.seeds_done,
-                        status=f"trials {s.done}/{s.budget}, {best}; seeds {s.seeds_done}/{s.seeds}",
-                    )
-            except Exception:  # the stores may not exist yet, or be busy: try again
-                pass
-            stop.wait(2.0)
-
-    progress = progress_bar()
-    thread = threading.Thread(target=lambda: loop(progress), daemon=True)
-    return progress, thread
 
 
 def _comparison_lines(campaign_name: str, settings) -> list[str]:

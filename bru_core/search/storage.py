@@ -22,6 +22,11 @@ from bru_core.tracking import Tracker, check_server
 
 _RETRIES = 1  # a trial lost with its worker is retried once (and does not count: search/budget.py)
 
+# Also for good, for the calls bru's own modules make: catch_warnings (below) changes the
+# process's filters and puts them back, so with trials on several threads one thread's
+# exit can put back the filters in the middle of another's call.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"bru_core\.")
+
 
 @contextmanager
 def no_experimental_warnings() -> Iterator[None]:
