@@ -17,12 +17,35 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
 SETTINGS_ENV = "PREFECT_LOGGING_SETTINGS_PATH"
 _DATED = "%(asctime)s | %(levelname)-7s | "
+
+
+class CampaignLogHandler(logging.FileHandler):
+    """The campaign's log file, made with its folder at the first record: a healthy run
+    that logs nothing leaves no file."""
+
+    def __init__(self, filename: str, encoding: str = "utf-8") -> None:
+        super().__init__(filename, encoding=encoding, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def _dated_formatter() -> logging.Formatter:
+    from prefect.logging.formatters import PrefectFormatter
+
+    return PrefectFormatter(
+        _DATED + "%(name)s - %(message)s",
+        flow_run_fmt=_DATED + "Flow run %(flow_run_name)r - %(message)s",
+        task_run_fmt=_DATED + "Task run %(task_run_name)r - %(message)s",
+    )
 
 
 def _prefect_default() -> dict:
@@ -51,8 +74,7 @@ def campaign_logging(path: Path) -> dict:
         name: handler for name, handler in config["handlers"].items() if name not in ("console", "debug")
     }
     config["handlers"]["campaign_file"] = {
-        "level": 0, "class": "logging.FileHandler", "formatter": "dated",
-        "filename": filename, "encoding": "utf-8", "delay": True,
+        "level": 0, "class": "flows.console.CampaignLogHandler", "formatter": "dated", "filename": filename,
     }  # fmt: skip
     config["handlers"]["bru_console"] = {
         "level": "WARNING", "class": "logging.StreamHandler", "formatter": "bru", "stream": "ext://sys.stderr",
@@ -67,20 +89,38 @@ def campaign_logging(path: Path) -> dict:
 
 def route_logs_to(path: Path | str) -> None:
     """From now on in this process and in the Prefect server it starts, log records go to
-    ``path`` and not to the console (bru's own warnings excepted). Call it before Prefect
-    is imported; a user's own PREFECT_LOGGING_SETTINGS_PATH is left as it is."""
-    if "prefect" in sys.modules:
-        raise RuntimeError("route_logs_to must run before Prefect is imported, which configures logging at once")
+    ``path`` and not to the console (bru's own warnings excepted). Before Prefect is
+    imported, through its logging settings; after (bru's CLI called in a process that
+    imported Prefect already), in this process only. A user's own
+    PREFECT_LOGGING_SETTINGS_PATH is left as it is."""
     logging.captureWarnings(True)  # warnings.warn -> the py.warnings logger -> the file
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no console handler of its own from now on
     if os.environ.get(SETTINGS_ENV):
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings = path.with_name(f".{path.stem}.logging.yml")
-    settings.write_text(yaml.safe_dump(campaign_logging(path), sort_keys=False))
-    os.environ[SETTINGS_ENV] = str(settings)
-    atexit.register(_remove, settings)  # read at start-up only, by this process and the server's
+    if "prefect" in sys.modules:  # its logging is configured already
+        _route_in_this_process(Path(path))
+        return
+    descriptor, name = tempfile.mkstemp(prefix="bru-logging-", suffix=".yml")  # not in the bru home: nothing left there
+    with os.fdopen(descriptor, "w") as settings:
+        yaml.safe_dump(campaign_logging(Path(path)), settings, sort_keys=False)
+    os.environ[SETTINGS_ENV] = name
+    atexit.register(_remove, Path(name))  # read at start-up only, by this process and the server's
+
+
+def _route_in_this_process(path: Path) -> None:
+    handler = CampaignLogHandler(str(path))
+    handler.setFormatter(_dated_formatter())
+    root = logging.getLogger()
+    for existing in root.handlers:
+        if _writes_to_console(existing):
+            existing.addFilter(_OnlyBru())
+    root.addHandler(handler)
+    libraries_to_the_log()
+
+
+class _OnlyBru(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "bru" or record.name.startswith("bru.")
 
 
 def _writes_to_console(handler: logging.Handler) -> bool:

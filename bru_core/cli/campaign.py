@@ -36,8 +36,8 @@ def campaign_run(
         home=home, tracking_uri=tracking_uri, optuna_storage=optuna_storage, results_url=results_url, data_dir=data_dir
     )
     run_log = settings.home_path / "logs" / f"campaign-{campaign.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    preflight(campaign, settings)  # bad input: one line, and nothing written
     route_logs_to(run_log)  # the libraries' records there; here, bru's progress and one error line
-    preflight(campaign, settings)
     export_settings(settings)
     prepare_prefect(settings)
     started = time.monotonic()
