@@ -60,7 +60,7 @@ def _contenders(tracker: Tracker, config: TrainConfig, data: Data, study_runs: i
     from bru_core.training import train
 
     experiment = tracker.experiment_id("bench")
-    parent = tracker.client.create_run(experiment, tags={"bru.role": "study"}).info.run_id
+    parent = tracker.create_run(experiment, {"bru.role": "study"}, "bench study").info.run_id  # as a campaign's are
     counter = iter(range(10**9))
 
     def tracked_run(number: int) -> None:

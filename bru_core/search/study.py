@@ -80,6 +80,11 @@ def _pruner(spec: CampaignSpec, task: str) -> optuna.pruners.BasePruner:
 
 
 def open_study(spec: CampaignSpec, task: str, activation: str, settings: Settings) -> optuna.Study:
+    """The study of a task x activation, created or resumed, saying what it is: its
+    objective's name (``set_metric_names``, which optuna-dashboard shows on its axes) and
+    user attributes ``campaign``, ``task``, ``activation``, ``metric`` and ``budget`` (the
+    trials it gets), shown by optuna-dashboard with the study. Every worker opens the study:
+    each is written only when missing or different, so a resumed study costs two reads."""
     with quiet_optuna():  # "a new study created" / "using an existing study" at INFO
         study = optuna.create_study(
             study_name=spec.study_name(task, activation),
@@ -89,8 +94,21 @@ def open_study(spec: CampaignSpec, task: str, activation: str, settings: Setting
             direction="minimize",
             load_if_exists=True,
         )
-    with no_experimental_warnings():
-        study.set_metric_names([spec.validation_metric(task)])
+    metric = spec.validation_metric(task)
+    if study.metric_names != [metric]:
+        with no_experimental_warnings():
+            study.set_metric_names([metric])
+    about = {
+        "campaign": spec.name,
+        "task": task,
+        "activation": activation,
+        "metric": metric,
+        "budget": spec.search.trials,
+    }
+    present = study.user_attrs
+    for key, value in about.items():
+        if present.get(key) != value:
+            study.set_user_attr(key, value)
     return study
 
 

@@ -1,6 +1,7 @@
 """Every trial and every seed in MLflow, as a run tree that can be found again by tags.
 
-One experiment per campaign. In it:
+One experiment per campaign, tagged as model training (``mlflow.experimentKind``, so that
+MLflow's UI opens it on its runs, not on its GenAI overview). In it:
 
 * the campaign's own run (``role=campaign``): its spec, protocol and report; RUNNING while
   a process works on the campaign, closed by the last one to end (``Tracker.working_on``);
@@ -28,7 +29,8 @@ The package, one idea a module:
 * ``campaigns``: the campaign's own run, its spec digest and ``working_on``;
 * ``holds``: which processes hold a campaign's run open (``bru.holder.*`` tags);
 * ``models``: models, data sets and their digests, registration;
-* ``provenance``: the environment record and git commit behind a run;
+* ``provenance``: the environment record and git commit behind a run, and MLflow's own
+  provenance tags (source, user, commit) that every run gets when it is created;
 * ``server``: checking, starting and stopping an MLflow server;
 * ``store``: what they all share (``TrackingError``, filter quoting, canonical JSON).
 """
@@ -47,10 +49,12 @@ import logging
 from bru_core.tracking.campaigns import CampaignRecords, spec_digest
 from bru_core.tracking.holds import HOLDER, holder_alive
 from bru_core.tracking.models import ModelLogging, data_digest, model_format, run_slug
-from bru_core.tracking.provenance import environment, git_commit
+from bru_core.tracking.provenance import environment, git_commit, source_tags
 from bru_core.tracking.runs import (
     DIVERGED,
+    EXPERIMENT_KIND,
     FLUSH_SECONDS,
+    MODEL_TRAINING,
     ROLE,
     RunLogger,
     RunTree,
@@ -67,8 +71,10 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 __all__ = [
     "DIVERGED",
+    "EXPERIMENT_KIND",
     "FLUSH_SECONDS",
     "HOLDER",
+    "MODEL_TRAINING",
     "ROLE",
     "CampaignRecords",
     "ModelLogging",
@@ -87,6 +93,7 @@ __all__ = [
     "interrupted",
     "model_format",
     "run_slug",
+    "source_tags",
     "spec_digest",
     "start_server",
     "stop_server",

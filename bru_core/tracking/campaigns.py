@@ -50,10 +50,10 @@ class CampaignRecords(RunTree):
                     "give the new spec another name, or restore the old one"
                 )
             return found[0].info.run_id
-        run_id = self.client.create_run(
+        run_id = self.create_run(
             experiment_id,
-            tags={ROLE: "campaign", "bru.campaign": campaign, "bru.spec_digest": digest},
-            run_name=f"campaign {campaign}",
+            {ROLE: "campaign", "bru.campaign": campaign, "bru.spec_digest": digest},
+            f"campaign {campaign}",
         ).info.run_id
         self.client.log_dict(run_id, dict(spec), "spec.json")
         self.client.log_text(run_id, "\n".join(protocol) + "\n", "protocol.txt")

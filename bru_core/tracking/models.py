@@ -12,6 +12,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import RunTag
 
 import bru_core
 from bru_core.tracking.provenance import environment
@@ -85,13 +86,11 @@ class ModelLogging:
     uri: str
 
     def log_environment(self, run_id: str, device: str) -> None:
+        """``environment.json`` and the version and device as tags. The commit is among
+        MLflow's own tags, which every run gets when it is created (``runs.create_run``)."""
         record = environment(device)
         self.client.log_dict(run_id, record, "environment.json")
-        tags = {"bru.version": record["bru_lab"], "bru.device": device}
-        if record.get("git_commit"):
-            tags["mlflow.source.git.commit"] = record["git_commit"]
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+        self.client.log_batch(run_id, tags=[RunTag("bru.version", record["bru_lab"]), RunTag("bru.device", device)])
 
     def log_dataset(self, run_id: str, data: Any, source: str) -> str:
         """The training split as an MLflow dataset input, named and digested."""

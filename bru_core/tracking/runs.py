@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
 from bru_core.settings import shown_url
+from bru_core.tracking.provenance import source_tags
 from bru_core.tracking.store import TrackingError, quote
 
 if TYPE_CHECKING:
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 5.0
 ROLE = "bru.role"
 DIVERGED = "diverged"  # bru.state of a repeat whose training diverged: FAILED in MLflow, an outcome for bru
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, token usage) unless the
+# experiment says it is for model training. MLflow's Python (3.17) has no name for this tag
+# or its values: these are the UI's (its ExperimentKind: genai_development, custom_model_development).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def _now_ms() -> int:
@@ -127,13 +133,17 @@ class RunTree:
     _experiments: dict[str, str]  # campaign -> experiment id, once looked up
 
     def experiment_id(self, campaign: str) -> str:
+        """The campaign's experiment, created if need be, marked as model training
+        (``EXPERIMENT_KIND``); one made by an older bru is marked when first used here."""
         if campaign in self._experiments:
             return self._experiments[campaign]
         experiment = self.client.get_experiment_by_name(campaign)
         if experiment is None:
             try:
                 experiment_id = self.client.create_experiment(
-                    campaign, artifact_location=self.artifact_location, tags={"bru.campaign": campaign}
+                    campaign,
+                    artifact_location=self.artifact_location,
+                    tags={"bru.campaign": campaign, EXPERIMENT_KIND: MODEL_TRAINING},
                 )
             except mlflow.exceptions.MlflowException:
                 experiment = self.client.get_experiment_by_name(campaign)  # created meanwhile by another worker
@@ -142,8 +152,17 @@ class RunTree:
                 experiment_id = experiment.experiment_id
         else:
             experiment_id = experiment.experiment_id
+        if experiment is not None and EXPERIMENT_KIND not in experiment.tags:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         self._experiments[campaign] = experiment_id
         return experiment_id
+
+    def create_run(self, experiment_id: str, tags: Mapping[str, Any], run_name: str) -> Run:
+        """A run with bru's tags over MLflow's own provenance tags (source, user, commit:
+        ``provenance.source_tags``), which the UI shows and ``MlflowClient.create_run``
+        does not add by itself."""
+        all_tags = {**source_tags(), **{k: str(v) for k, v in tags.items()}}
+        return self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
 
     def find_runs(self, experiment_id: str, tags: Mapping[str, Any], status: str | None = None) -> list[Run]:
         """Runs whose tags all match, oldest first."""
@@ -184,7 +203,7 @@ class RunTree:
                 self.client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
         all_tags = {**tags, "bru.campaign": campaign, "bru.task": task, "bru.activation": activation}
-        return self.client.create_run(experiment_id, tags=all_tags, run_name=f"{task} {activation}").info.run_id
+        return self.create_run(experiment_id, all_tags, f"{task} {activation}").info.run_id
 
     def start_trial(
         self,
@@ -203,9 +222,7 @@ class RunTree:
             "mlflow.parentRunId": parent_run_id,
             **extra_tags,
         }
-        run = self.client.create_run(
-            self.experiment_id(campaign), tags={k: str(v) for k, v in tags.items()}, run_name=f"trial {number}"
-        )
+        run = self.create_run(self.experiment_id(campaign), tags, f"trial {number}")
         logger = RunLogger(self, run.info.run_id)
         logger.log_params(params)
         return logger
@@ -268,7 +285,7 @@ class RunTree:
             self.client.set_tag(stale.info.run_id, "bru.failure", "interrupted; superseded by a new attempt")
             self.client.set_terminated(stale.info.run_id, "FAILED")
         all_tags = {**tags, "bru.campaign": campaign, "bru.task": task, "bru.activation": activation}
-        run = self.client.create_run(experiment_id, tags=all_tags, run_name=f"{task} {activation} seed {seed}")
+        run = self.create_run(experiment_id, all_tags, f"{task} {activation} seed {seed}")
         logger = RunLogger(self, run.info.run_id)
         logger.log_params(params)
         return logger
