@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml infra/docker/constraints.txt
 	# torch and torchvision first, pinned, so that pip takes them from the local disk
 	# where it can (they are a 5.5 GB CUDA build that also runs on the CPU)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c infra/docker/constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet --disable-pip-version-check -c infra/docker/constraints.txt -e '.[dev,auth]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c infra/docker/constraints.txt -e '.[dev,auth,dashboard]'
 	touch $(STAMP)
 
 demo: $(STAMP)

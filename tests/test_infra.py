@@ -532,13 +532,13 @@ def _constraints() -> dict[str, str]:
 
 
 def _runtime_distributions() -> set[str]:
-    """bru-lab[auth] and all it pulls in, as installed here (canonical names)."""
+    """bru-lab[auth,dashboard] and all it pulls in, as installed here (canonical names)."""
     from importlib.metadata import distribution
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    todo, seen = [("bru-lab", frozenset({"auth"}))], set()
+    todo, seen = [("bru-lab", frozenset({"auth", "dashboard"}))], set()
     while todo:
         name, extras = todo.pop()
         if (name, extras) in seen:

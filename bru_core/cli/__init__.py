@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import typer
 
-from . import bench, bench_campaign, campaign, catalog, check, results, service, study, train
+from . import bench, bench_campaign, campaign, catalog, check, results, service, study, train, ui
 from ._common import exit_code, fail
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ for command in (
     results.aggregate,
     results.results,
     results.report,
-    results.ui,
+    ui.ui,
     service.deploy,
     service.worker,
     catalog.models,

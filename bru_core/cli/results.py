@@ -1,5 +1,5 @@
 """The evidence of a campaign: ``bru aggregate`` (statistics into the results database),
-``bru results`` (query it), ``bru report`` (HTML and plots) and ``bru ui`` (MLflow's UI)."""
+``bru results`` (query it) and ``bru report`` (HTML and plots); ``bru ui`` is in ui.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bru_core.errors import ConfigError
 
-from ._common import HomeOpt, ResultsOpt, TrackingOpt, err, out, print_json, progress_bar
+from ._common import HomeOpt, ResultsOpt, TrackingOpt, out, print_json, progress_bar
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -165,30 +165,3 @@ def report(
     _check_results_database(settings)
     path = write_report(campaign, folder, settings)
     out.print(f"wrote {path}", highlight=False)
-
-
-def ui(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    home: HomeOpt = None,
-    tracking_uri: TrackingOpt = None,
-) -> None:
-    """Open the MLflow UI on the embedded tracking store (Ctrl-C stops it)."""
-    from bru_core.settings import get_settings, sqlite_file
-
-    settings = get_settings(home=home, tracking_uri=tracking_uri)
-    if settings.artifact_location is None:
-        raise ConfigError(f"--tracking-uri: {settings.tracking} is a tracking server already; open it in a browser")
-    database = sqlite_file(settings.tracking)
-    if database is not None and not database.exists():
-        raise ConfigError(f"--home: no MLflow store at {database} yet; run bru search (or bru campaign) first")
-    from bru_core.tracking import start_server, stop_server
-
-    err.print(f"MLflow UI on http://{host}:{port} (store {settings.tracking}); Ctrl-C stops it", highlight=False)
-    process = start_server(settings.tracking, settings.artifact_location, host, port)
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_server(process)
