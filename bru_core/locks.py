@@ -9,25 +9,31 @@ since a repeat is reused only once it has finished. So the second start is refus
   primary key makes atomic;
 * its holder renews it every ``lease / 4`` seconds from a background thread; a holder
   that dies stops renewing, and after ``lease`` seconds (BRU_CAMPAIGN_LEASE_SECONDS,
-  default 90) the next start takes the lock over, with a compare-and-set so that two
-  late starters cannot both win;
+  default 90) the next start takes the lock over;
+* but a holder on this machine whose process no longer exists (bru_core.processes: the
+  same boot and pid namespace, the same pid and start time) is taken over at once, so a
+  campaign killed outright can be rerun straight away; each take-over is a compare-and-set,
+  so that two late starters cannot both win, and says which case it was in one log line;
 * the holder gives it back when the campaign ends, whether it succeeded or failed.
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bru_core.errors import BruError
+from bru_core.processes import Identity, alive_here, process_identity, this_machine
 from bru_core.settings import ensure_sqlite_folder
 
 _metadata = sa.MetaData()
@@ -45,8 +51,59 @@ class CampaignBusyError(BruError):
     """The campaign is already running elsewhere (its lock is held and renewed)."""
 
 
+_IDENTITY = re.compile(r"^(?P<shown>.*) machine=(?P<machine>\S+) started=(?P<started>\d+)$")
+
+
 def new_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process as a holder: ``host:pid:token`` to show, then where its pid means
+    something and when it started (bru_core.processes), so that a holder on this machine
+    whose process has died can be told from one that is only slow to renew."""
+    me = process_identity()
+    shown = f"{me.pid}:{uuid.uuid4().hex[:8]}"
+    if me.machine is None or me.started is None:  # no /proc: the lease rule alone
+        return f"{_host(255 - len(shown) - 1)}:{shown}"
+    identity = f" machine={me.machine} started={me.started}"
+    return f"{_host(255 - len(shown) - 1 - len(identity))}:{shown}{identity}"
+
+
+def _host(room: int) -> str:
+    """The host name, one word (the holder's parts are separated by spaces), cut to fit."""
+    return re.sub(r"\s", "-", socket.gethostname())[: max(room, 1)]
+
+
+def _parse(holder: str) -> tuple[str, Identity | None]:
+    """(what to show, the holder's process) from a holder; no process for a holder written
+    by an older bru (plain ``host:pid:token``) or given by hand."""
+    match = _IDENTITY.match(holder)
+    if match is None:
+        return holder, None
+    try:
+        pid = int(match["shown"].rsplit(":", 2)[-2])
+    except (IndexError, ValueError):
+        return match["shown"], None
+    return match["shown"], Identity(match["machine"], pid, match["started"])
+
+
+class Held(NamedTuple):
+    """Who holds a campaign's lock, and what can be told about it."""
+
+    holder: str
+    age: float  # seconds since it last renewed
+    alive_here: bool | None  # its process on this machine runs (True) or is gone (False); None: cannot tell
+
+    @property
+    def shown(self) -> str:
+        return _parse(self.holder)[0]
+
+    def free(self, lease: float) -> bool:
+        """The lock may be taken over: its holder is a dead process on this machine, or
+        (alive or not, wherever it is) it has not renewed within the lease."""
+        return self.alive_here is False or self.age > lease
+
+
+def _held(holder: str, renewed_at: float, now: float) -> Held:
+    identity = _parse(holder)[1]
+    return Held(holder, now - renewed_at, alive_here(*identity) if identity is not None else None)
 
 
 def _engine(url: str) -> sa.Engine:
@@ -57,17 +114,19 @@ def _engine(url: str) -> sa.Engine:
     return engine
 
 
-def holder_of(url: str, campaign: str, lease: float) -> tuple[str, float] | None:
-    """(holder, seconds since it last renewed) if a live holder has the lock, else None."""
+def holder_of(url: str, campaign: str, lease: float) -> Held | None:
+    """The holder that keeps the campaign's lock now, else None (no lock, or one that may
+    be taken over)."""
     engine = _engine(url)
     try:
         with engine.connect() as connection:
             row = connection.execute(sa.select(LOCKS).where(LOCKS.c.campaign == campaign)).first()
     finally:
         engine.dispose()
-    if row is None or time.time() - row.renewed_at > lease:
+    if row is None:
         return None
-    return row.holder, time.time() - row.renewed_at
+    held = _held(row.holder, row.renewed_at, time.time())
+    return None if held.free(lease) else held
 
 
 def check_free(url: str, campaign: str, lease: float) -> None:
@@ -75,14 +134,32 @@ def check_free(url: str, campaign: str, lease: float) -> None:
     command makes before it starts anything; the flow's own acquisition settles races."""
     held = holder_of(url, campaign, lease)
     if held is not None:
-        raise _busy(campaign, *held)
+        raise _busy(campaign, held, lease)
 
 
-def _busy(campaign: str, holder: str, age: float) -> CampaignBusyError:
+def _busy(campaign: str, held: Held, lease: float) -> CampaignBusyError:
+    identity = _parse(held.holder)[1]
+    if held.alive_here:
+        where = "a live process on this machine"
+    elif identity is None:
+        where = "a holder that does not say where it runs"
+    elif identity.machine == this_machine():
+        where = "a process on this machine that bru cannot look at"
+    else:
+        where = "a process on another machine"
     return CampaignBusyError(
-        f"campaign {campaign!r} is already running ({holder}, seen {age:.0f} s ago); wait for it to finish, "
+        f"campaign {campaign!r} is already running ({held.shown}, {where}, seen {held.age:.0f} s ago; "
+        f"its lease ends in {max(lease - held.age, 0):.0f} s unless renewed); wait for it to finish, "
         "or give this campaign another name"
     )
+
+
+def _took_over(campaign: str, held: Held, lease: float) -> None:
+    if held.alive_here is False:
+        why = "a process on this machine that no longer exists"
+    else:
+        why = f"which had not renewed it for {held.age:.0f} s (lease {lease:.0f} s)"
+    logging.getLogger("bru.locks").warning("campaign %s: took over the lock of %s, %s", campaign, held.shown, why)
 
 
 def _acquire(engine: sa.Engine, campaign: str, holder: str, lease: float) -> None:
@@ -101,15 +178,20 @@ def _acquire(engine: sa.Engine, campaign: str, holder: str, lease: float) -> Non
             return
         if row.holder == holder:
             return
-        if now - row.renewed_at <= lease:
-            raise _busy(campaign, row.holder, now - row.renewed_at)
+        held = _held(row.holder, row.renewed_at, now)
+        if not held.free(lease):
+            raise _busy(campaign, held, lease)
         taken = connection.execute(  # a dead holder's lock: take it over, unless someone just did
             sa.update(LOCKS)
             .where(LOCKS.c.campaign == campaign, LOCKS.c.holder == row.holder, LOCKS.c.renewed_at == row.renewed_at)
             .values(holder=holder, acquired_at=now, renewed_at=now)
         )
         if taken.rowcount != 1:
-            raise _busy(campaign, "another process", 0.0)
+            raise CampaignBusyError(
+                f"campaign {campaign!r} is already running (another start took its lock over just now); "
+                "wait for it to finish, or give this campaign another name"
+            )
+    _took_over(campaign, held, lease)
 
 
 @contextmanager

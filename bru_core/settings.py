@@ -9,7 +9,7 @@
 | BRU_RESULTS_URL | sqlite:///<home>/results.db | aggregated results (any SQLAlchemy URL) |
 | BRU_HEARTBEAT_SECONDS | 30 | how often a running trial proves it is alive |
 | BRU_HEARTBEAT_GRACE_SECONDS | 120 | after this long without a heartbeat a trial is failed and retried |
-| BRU_CAMPAIGN_LEASE_SECONDS | 90 | after this long unrenewed a dead campaign's lock is taken over |
+| BRU_CAMPAIGN_LEASE_SECONDS | 90 | after this long unrenewed a dead campaign's lock is taken over (at once when it died on this machine) |
 | BRU_GPU_LEASE_SECONDS | 300 | a dead worker's slot of the ``gpu`` limit goes back after this (at least 60) |
 | BRU_SLOTS_PER_GPU | the pool's | trials that may share one of this machine's GPUs (`bru worker --slots-per-gpu`) |
 | BRU_POOL_SLOTS_PER_GPU | 1 | the same for the pool, when BRU_SLOTS_PER_GPU is unset (`bru deploy --slots-per-gpu`) |
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     results_url: str | None = None
     heartbeat_seconds: int = Field(30, ge=1)
     heartbeat_grace_seconds: int = Field(120, ge=2)
-    campaign_lease_seconds: int = Field(90, ge=2)  # a dead campaign's lock is taken over after this
+    campaign_lease_seconds: int = Field(90, ge=2)  # a dead campaign's lock is taken over after this (at once here)
     # A flow run in a throwaway container must not write to SQLite under BRU_HOME, which
     # vanishes with the container: `bru deploy` sets this for docker and kubernetes pools.
     require_shared_stores: bool = False

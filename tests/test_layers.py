@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bru_core"
 FLOORS = {
-    "errors": 0, "settings": 0, "stats": 0, "native": 0,
+    "errors": 0, "settings": 0, "stats": 0, "native": 0, "processes": 0,
     "kernels": 1, "data": 1, "tracking": 1, "results": 1, "locks": 1,
     "activations": 2, "report": 2,
     "initialisation": 3,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_witho
     is stopped while the repeats train: the aggregation cannot write, and Prefect waits
     to retry it, which is when the process is killed."""
     home = tmp_path / "home"
-    env = _env(home) | {"BRU_RESULTS_URL": postgres_url, "BRU_CAMPAIGN_LEASE_SECONDS": "4"}
+    env = _env(home) | {"BRU_RESULTS_URL": postgres_url}  # the default lease: the dead holder was on this machine
     monkeypatch.setenv("BRU_RESULTS_URL", postgres_url)  # where this test's _counts looks too
     first = _start_campaign(SMOKE, env, tmp_path / "logs")
     stopped = False
@@ -72,8 +73,7 @@ def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_witho
     assert before["runs repeat"] == EXPECTED_SMOKE["runs repeat"]
     with pytest.raises(BruError, match="unknown campaign 'smoke'"):  # nothing aggregated
         _counts(home)
-    time.sleep(5)  # the killed campaign's lock lease (4 s) runs out
-    resumed = _bru("campaign", "run", SMOKE, env=env)
+    resumed = _bru("campaign", "run", SMOKE, env=env)  # at once: the killed holder was on this machine
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "eru:2 vs relu on digits/mlp4" in resumed.stdout
     after = _counts(home)
@@ -248,7 +248,7 @@ def test_mlflow_server_restarted_mid_study(tmp_path):
         stop_server(server)
 
 
-def test_campaign_lock_unit(tmp_path):
+def test_campaign_lock_unit(tmp_path, caplog):
     """The lock itself: one holder at a time, re-entrant for its holder, given back at
     the end, and taken over once a dead holder's lease has run out."""
     from bru_core.locks import CampaignBusyError, campaign_lock, check_free, holder_of
@@ -256,36 +256,166 @@ def test_campaign_lock_unit(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     with campaign_lock(url, "c", lease=30, holder="first") as holder:
         assert holder == "first" and holder_of(url, "c", 30)[0] == "first"
-        with pytest.raises(CampaignBusyError, match="campaign 'c' is already running \\(first"):
+        with pytest.raises(CampaignBusyError, match="campaign 'c' is already running \\(first, a holder that does"):
             check_free(url, "c", 30)
         with pytest.raises(CampaignBusyError), campaign_lock(url, "c", lease=30, holder="second"):
             pass
         with campaign_lock(url, "other", lease=30):  # other campaigns are not affected
             pass
     check_free(url, "c", 30)  # given back
+    _lock_row(url, "c", "dead", renewed_at=time.time() - 60)  # a holder that died 60 s ago without giving it back
+    with caplog.at_level("WARNING", logger="bru.locks"), campaign_lock(url, "c", lease=30, holder="heir") as holder:
+        assert holder_of(url, "c", 30)[0] == "heir"
+    assert "campaign c: took over the lock of dead, which had not renewed it for 60 s (lease 30 s)" in caplog.text
+
+
+def _lock_row(url: str, campaign: str, holder: str, renewed_at: float) -> None:
+    """A lock row as another process would have left it."""
     import sqlalchemy as sa
 
-    from bru_core.locks import LOCKS
+    from bru_core.locks import LOCKS, holder_of
 
+    holder_of(url, campaign, 1)  # creates the table
     engine = sa.create_engine(url)
-    with engine.begin() as connection:  # a holder that died 60 s ago without giving it back
+    with engine.begin() as connection:
+        connection.execute(sa.delete(LOCKS).where(LOCKS.c.campaign == campaign))
         connection.execute(
-            sa.insert(LOCKS).values(campaign="c", holder="dead", acquired_at=0, renewed_at=time.time() - 60)
+            sa.insert(LOCKS).values(campaign=campaign, holder=holder, acquired_at=renewed_at, renewed_at=renewed_at)
         )
     engine.dispose()
-    with campaign_lock(url, "c", lease=30, holder="heir") as holder:
-        assert holder_of(url, "c", 30)[0] == "heir"
+
+
+def test_a_process_is_told_by_its_machine_pid_and_start_time():
+    """bru_core.processes: a running process is alive; the same pid with another start
+    time (a reused pid), an exited one (a zombie too) are not; another machine's, or one
+    whose /proc entry cannot be read, cannot be told from here. The MLflow holds use it."""
+    from bru_core import processes
+    from bru_core.tracking import holder_alive
+
+    me = processes.process_identity()
+    assert me.machine and me.started and processes.alive_here(*me) is True
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        machine, pid, started = me.machine, child.pid, processes.started(child.pid)
+        assert started is not None and processes.alive_here(machine, pid, started) is True
+        reused = str(int(started) - 1)  # the pid of a process that started earlier and exited
+        assert processes.alive_here(machine, pid, reused) is False
+        assert holder_alive({"machine": machine, "pid": pid, "started": started, "renewed": 0}, 90)
+        assert not holder_alive({"machine": machine, "pid": pid, "started": reused, "renewed": time.time()}, 90)
+        assert processes.alive_here("another-boot/pid:[1]", pid, started) is None
+        assert processes.alive_here(None, pid, started) is None
+        with pytest.MonkeyPatch.context() as patch:  # /proc/PID hidden (hidepid): it exists, but which process?
+            patch.setattr(processes, "_stat", lambda pid: None)
+            assert processes.alive_here(machine, pid, started) is None
+        child.kill()
+        _wait_until(lambda: processes.started(pid) is None)  # a zombie until it is reaped: exited all the same
+        assert processes.alive_here(machine, pid, started) is False
+        assert not holder_alive({"machine": machine, "pid": pid, "started": started, "renewed": time.time()}, 90)
+    finally:
+        child.kill()
+        child.wait()
+    assert processes.alive_here(machine, pid, started) is False
+
+
+def _wait_until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+HOLD_LOCK = """
+import sys, time
+from bru_core.locks import campaign_lock
+with campaign_lock(sys.argv[1], "c", lease=3600) as holder:
+    print(holder, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_campaign_lock_whose_holder_died_on_this_machine_is_taken_over_at_once(tmp_path, caplog):
+    """A holder on this machine whose process no longer exists (SIGKILLed, or its pid now
+    another process's) is taken over at once, however long the lease, with one line that
+    says so; a live one, one on another machine and one written by an older bru (no
+    identity) keep the lease rule, and the busy line says which it is."""
+    from bru_core.locks import CampaignBusyError, campaign_lock, check_free, holder_of, new_holder
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, url], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        held = other.stdout.readline().strip()
+        assert held and holder_of(url, "c", 3600).holder == held
+        shown = held.split(" ")[0]
+        assert shown.split(":")[1] == str(other.pid) and held.startswith(shown + " machine=")
+        with pytest.raises(CampaignBusyError, match=f"\\({shown}, a live process on this machine, seen 0 s ago; its "
+                                                     "lease ends in 3600 s unless renewed\\); wait for it"):  # fmt: skip
+            check_free(url, "c", 3600)
+        with pytest.raises(CampaignBusyError, match="a live process on this machine"), campaign_lock(url, "c", 3600):
+            pass
+    finally:
+        other.kill()
+        other.wait()
+    check_free(url, "c", 3600)  # killed: free at once, though its lease has an hour to run
+    with caplog.at_level("WARNING", logger="bru.locks"), campaign_lock(url, "c", lease=3600) as holder:
+        assert holder_of(url, "c", 3600).holder == holder != held
+    assert f"campaign c: took over the lock of {shown}, a process on this machine that no longer exists" in caplog.text
+
+    me = new_holder()
+    shown, identity = me.split(" ", 1)
+    pid, started = int(shown.split(":")[1]), identity.rsplit("started=", 1)[1]
+    cases = {  # the holder's row, and what a new start gets
+        "reused pid": (f"{shown} {identity.rsplit('=', 1)[0]}={int(started) - 1}", None),
+        "another machine": (f"{shown} machine=another-boot/pid:[1] started={started}", "a process on another machine"),
+        "older bru": (f"host:{pid}:0123abcd", "a holder that does not say where it runs"),
+    }
+    for case, (row, busy) in cases.items():
+        _lock_row(url, "c", row, renewed_at=time.time())
+        if busy is None:
+            assert holder_of(url, "c", 3600) is None, case
+        else:
+            with pytest.raises(CampaignBusyError, match=busy):
+                check_free(url, "c", 3600)
+            _lock_row(url, "c", row, renewed_at=time.time() - 100)  # the lease rule: gone after the lease
+            check_free(url, "c", 90)
+            with pytest.raises(CampaignBusyError, match=busy):
+                check_free(url, "c", 120)
+
+
+def test_two_late_starters_cannot_both_take_a_dead_holders_lock_over(tmp_path, monkeypatch):
+    """The take-over is a compare-and-set: a start that finds the holder dead, but is
+    beaten to the take-over by another start, is refused."""
+    from bru_core import locks
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _lock_row(url, "c", "dead", renewed_at=time.time() - 100)
+    judge, raced = locks._held, []
+
+    def judge_then_lose_the_race(holder: str, renewed_at: float, now: float):
+        verdict = judge(holder, renewed_at, now)
+        if not raced:  # between this start's look and its take-over, another start takes the lock over
+            raced.append(True)
+            engine = locks._engine(url)
+            locks._acquire(engine, "c", "quicker", lease=30)
+            engine.dispose()
+        return verdict
+
+    monkeypatch.setattr(locks, "_held", judge_then_lose_the_race)
+    lost = pytest.raises(locks.CampaignBusyError, match="another start took its lock over just now")
+    with lost, locks.campaign_lock(url, "c", lease=30, holder="slower"):
+        pass
+    assert locks.holder_of(url, "c", 30).holder == "quicker"
 
 
 @pytest.mark.slow
 def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resumes(tmp_path):
     """Two `bru campaign run` of one campaign at once: the second refuses with one line,
-    exit 2. Then the first is SIGKILLed in the middle of a trial: once its lease and its
-    trial's heartbeat run out, a new run takes over and completes the campaign with
+    exit 2. Then the first is SIGKILLed in the middle of a trial: a new run started at once
+    takes its lock over (its process is gone from this machine; the lease, an hour, has
+    not run out) once its trial's heartbeat has run out, and completes the campaign with
     exactly its budget; the killed trial's MLflow run ends FAILED, and no trial, run or
     results row is doubled."""
     home = tmp_path / "home"
-    env = _env(home) | {"BRU_CAMPAIGN_LEASE_SECONDS": "4", "BRU_HEARTBEAT_SECONDS": "1",
+    env = _env(home) | {"BRU_CAMPAIGN_LEASE_SECONDS": "3600", "BRU_HEARTBEAT_SECONDS": "1",
                         "BRU_HEARTBEAT_GRACE_SECONDS": "4"}  # fmt: skip
     spec = _slow_spec(tmp_path, "twice", trials=8)
     first = subprocess.Popen(
@@ -300,13 +430,17 @@ def test_a_second_campaign_with_the_same_name_is_refused_and_a_killed_one_resume
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2, second.stderr[-3000:]
         assert lines == [lines[-1]] and "campaign 'twice' is already running" in lines[-1], second.stderr[-3000:]
+        assert f":{first.pid}:" in lines[-1] and "a live process on this machine" in lines[-1], lines[-1]
         _wait_for_a_trial_in_flight(storage, study, 120, first, lambda: "the campaign process is too slow")
     finally:
         os.killpg(first.pid, 9)
         first.wait()
-    time.sleep(5)  # the dead holder's lease (4 s) runs out
-    third = _bru("campaign", "run", spec, env=env)
+    third = _bru("campaign", "run", spec, env=env)  # at once: the lease has an hour to run
     assert third.returncode == 0, third.stderr[-3000:]
+    took_over = f"campaign twice: took over the lock of {socket.gethostname()}:{first.pid}:"
+    assert took_over in third.stderr and "a process on this machine that no longer exists" in third.stderr, (
+        third.stderr[-3000:]
+    )
     _assert_one_killed_trial_and_nothing_doubled(home, "twice", trials=8)
 
 

@@ -15,41 +15,24 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 
+from bru_core.processes import alive_here, process_identity
 from bru_core.tracking.store import dumps
 
 HOLDER = "bru.holder."  # tag prefix on a campaign's run: one tag per process working on the campaign now
 
 
-def _this_machine() -> str | None:
-    """What makes two processes' pids comparable: one kernel boot and one pid namespace
-    (containers on one host each have their own); None where /proc does not say."""
-    try:
-        return f"{Path('/proc/sys/kernel/random/boot_id').read_text().strip()}/{os.readlink('/proc/self/ns/pid')}"
-    except OSError:
-        return None
-
-
-def _started(pid: int) -> str | None:
-    """A process's start time in clock ticks after boot (/proc/PID/stat, field 22): with the
-    pid, one process for good, even once the pid is reused. None: no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def holder_alive(record: Mapping[str, Any], lease: float, now: float | None = None) -> bool:
     """Whether the process behind a ``bru.holder.*`` tag may still work on the campaign: on
-    this machine, while its process exists; elsewhere, while it renews within ``lease``."""
-    machine = _this_machine()
-    if machine is not None and record.get("machine") == machine:
-        return record.get("started") is not None and _started(int(record["pid"])) == record["started"]
+    this machine, while its process exists; elsewhere (or where /proc cannot tell), while
+    it renews within ``lease``."""
+    alive = alive_here(record.get("machine"), int(record.get("pid", 0)), record.get("started"))
+    if alive is not None:
+        return alive
     return (now if now is not None else time.time()) - float(record.get("renewed", 0)) <= lease
 
 
@@ -68,10 +51,10 @@ class _Hold:
 
     @classmethod
     def take(cls, client: MlflowClient, run_id: str, lease: float) -> _Hold:
-        now = time.time()
+        now, me = time.time(), process_identity()
         record = {
-            "host": socket.gethostname(), "pid": os.getpid(), "machine": _this_machine(),
-            "started": _started(os.getpid()), "since": now, "renewed": now,
+            "host": socket.gethostname(), "pid": me.pid, "machine": me.machine,
+            "started": me.started, "since": now, "renewed": now,
         }  # fmt: skip
         hold = cls(client, run_id, HOLDER + uuid.uuid4().hex[:12], record, lease, threading.Event())
         client.set_tag(run_id, hold.key, dumps(record))
