@@ -3,6 +3,7 @@ optuna-dashboard on the Optuna storage, read-only, on this machine only."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -50,16 +51,18 @@ def ui(
     dashboard = _dashboard_server(settings, optuna_port) if optuna else None
     from bru_core.tracking import start_server
 
-    process = None
+    process, server_log = None, None
     if mlflow_is_a_server:
         _say(f"MLflow: the tracking server {shown_url(settings.tracking)}; open it in a browser")
     else:
-        _say(f"MLflow UI on http://{host}:{port} (store {shown_url(settings.tracking)})")
-        process = start_server(settings.tracking, settings.artifact_location, host, port)
+        server_log = settings.home_path / "logs" / "mlflow-ui.log"  # the server's own lines, off the terminal
+        server_log.parent.mkdir(parents=True, exist_ok=True)
+        _say(f"MLflow UI on http://{host}:{port} (store {shown_url(settings.tracking)}; its log: {server_log})")
+        process = start_server(settings.tracking, settings.artifact_location, host, port, log_file=server_log)
     if dashboard is not None:
         _say(f"optuna-dashboard on http://{DASHBOARD_HOST}:{optuna_port} (storage {shown_url(settings.optuna)})")
     _say("Ctrl-C stops " + ("both" if process is not None and dashboard is not None else "it"))
-    _serve_until_stopped(process, dashboard, port)
+    _serve_until_stopped(process, dashboard, port, server_log)
 
 
 def _say(line: str) -> None:
@@ -138,7 +141,7 @@ def _dashboard_server(settings, port: int) -> WSGIServer:
         ) from None
 
 
-def _serve_until_stopped(process, dashboard: WSGIServer | None, port: int) -> None:
+def _serve_until_stopped(process, dashboard: WSGIServer | None, port: int, log: Path | None = None) -> None:
     """Until Ctrl-C or a plain `kill` (or the MLflow UI ends by itself): then stop both,
     leaving no process behind."""
     import signal
@@ -174,4 +177,4 @@ def _serve_until_stopped(process, dashboard: WSGIServer | None, port: int) -> No
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if not interrupted and process is not None and process.returncode:
-        raise ConfigError(f"--port: the MLflow UI exited with code {process.returncode} (is port {port} taken?)")
+        raise ConfigError(f"--port: the MLflow UI exited with code {process.returncode}; is port {port} taken? ({log})")
