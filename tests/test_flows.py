@@ -60,7 +60,9 @@ def test_campaign_run_in_process_end_to_end_and_again(tmp_path):
     for word in ("Traceback", "WARNING", "ERROR", "Warning:"):
         assert word not in console, console[-3000:]
     assert re.search(r"^log: .*/logs/campaign-smoke-\d{8}-\d{6}\.log$", first.stderr, re.M), first.stderr
-    assert "report: " in first.stdout and "bru ui" in first.stdout
+    assert "report: " in first.stdout
+    assert re.search(r"^MLflow: bru ui, then http://127\.0\.0\.1:5000/#/experiments/\d+\?workflowType=machine_learning$",
+                     first.stdout, re.M), first.stdout  # fmt: skip
     counts = _counts(tmp_path / "home")
     assert EXPECTED_SMOKE.items() <= counts.items(), counts
     assert _running(tmp_path / "home") == []  # the campaign's own run included: closed FINISHED

@@ -708,8 +708,16 @@ def test_bru_ui_serves_the_embedded_store(tmp_path, bru_home):
         assert len(client.search_runs([experiment.experiment_id])) == 5  # campaign, study and 3 trial runs
     finally:
         os.killpg(ui.pid, signal.SIGINT)
-        ui.wait(timeout=30)
+        _, said = ui.communicate(timeout=30)
     assert ui.returncode is not None
+    # The campaign's runs, in the UI's "Model training" view (its GenAI view opens otherwise);
+    # the server's own lines in a log file, not on the terminal.
+    page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    assert f"campaign smoke: {page}" in said.decode()
+    assert (
+        "Uvicorn running" not in said.decode()
+        and "Uvicorn running" in (bru_home / "logs" / "mlflow-ui.log").read_text()
+    )
 
 
 # --------------------------------------------------------------------------- equal budgets under every pruner

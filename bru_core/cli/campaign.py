@@ -126,5 +126,19 @@ def _print_outcome(campaign_name: str, settings) -> None:
     if report_path.exists():
         out.print(f"report: {report_path}", highlight=False)
     out.print(f"results: bru results --campaign {campaign_name} --what comparisons", highlight=False)
-    ui_hint = "bru ui (then http://127.0.0.1:5000)" if settings.artifact_location else settings.tracking
-    out.print(f"MLflow: {ui_hint}", highlight=False)
+    out.print(f"MLflow: {_runs_link(campaign_name, settings)}", highlight=False)
+
+
+def _runs_link(campaign_name: str, settings) -> str:
+    """Where the campaign's runs are: the MLflow UI's page (``bru ui`` first, for the
+    embedded store)."""
+    from mlflow import MlflowClient
+
+    from bru_core.settings import shown_url
+    from bru_core.tracking import runs_page
+
+    experiment = MlflowClient(settings.tracking).get_experiment_by_name(campaign_name)
+    embedded = settings.artifact_location is not None
+    ui = "http://127.0.0.1:5000" if embedded else shown_url(settings.tracking)
+    page = runs_page(ui, experiment.experiment_id) if experiment is not None else ui
+    return f"bru ui, then {page}" if embedded else page

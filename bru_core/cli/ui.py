@@ -59,10 +59,30 @@ def ui(
         server_log.parent.mkdir(parents=True, exist_ok=True)
         _say(f"MLflow UI on http://{host}:{port} (store {shown_url(settings.tracking)}; its log: {server_log})")
         process = start_server(settings.tracking, settings.artifact_location, host, port, log_file=server_log)
+    for line in _campaign_pages(
+        settings, shown_url(settings.tracking) if mlflow_is_a_server else f"http://{host}:{port}"
+    ):
+        _say(line)
     if dashboard is not None:
         _say(f"optuna-dashboard on http://{DASHBOARD_HOST}:{optuna_port} (storage {shown_url(settings.optuna)})")
     _say("Ctrl-C stops " + ("both" if process is not None and dashboard is not None else "it"))
     _serve_until_stopped(process, dashboard, port, server_log)
+
+
+def _campaign_pages(settings, ui: str, most: int = 20) -> list[str]:
+    """A line per campaign (the most recently updated first) with the address of its runs,
+    which opens the UI's "Model training" view (``tracking.runs_page``)."""
+    from mlflow import MlflowClient
+
+    from bru_core.tracking import runs_page
+
+    try:
+        experiments = MlflowClient(settings.tracking).search_experiments(
+            filter_string="tags.`bru.campaign` LIKE '%'", max_results=most, order_by=["last_update_time DESC"]
+        )
+    except Exception:  # a server that does not answer yet, or a login refused: the UI itself still works
+        return []
+    return [f"  campaign {e.name}: {runs_page(ui, e.experiment_id)}" for e in experiments]
 
 
 def _say(line: str) -> None:

@@ -61,6 +61,7 @@ from bru_core.tracking.runs import (
     as_final,
     final_metrics,
     interrupted,
+    runs_page,
 )
 from bru_core.tracking.server import check_server, start_server, stop_server, wait_healthy
 from bru_core.tracking.store import TrackingError, dumps
@@ -93,6 +94,7 @@ __all__ = [
     "interrupted",
     "model_format",
     "run_slug",
+    "runs_page",
     "source_tags",
     "spec_digest",
     "start_server",

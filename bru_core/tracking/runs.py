@@ -24,11 +24,21 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 5.0
 ROLE = "bru.role"
 DIVERGED = "diverged"  # bru.state of a repeat whose training diverged: FAILED in MLflow, an outcome for bru
-# MLflow 3's UI opens an experiment on its GenAI overview (traces, token usage) unless the
-# experiment says it is for model training. MLflow's Python (3.17) has no name for this tag
-# or its values: these are the UI's (its ExperimentKind: genai_development, custom_model_development).
+# What an experiment is for, in MLflow 3's UI: its kind selector shows "model training".
+# MLflow's Python (3.17) has no name for this tag or its values: these are the UI's (its
+# ExperimentKind: genai_development, custom_model_development).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+# The UI's view: MLflow 3.17's UI opens every experiment in its GenAI view (an "Overview" of
+# traces and token usage) unless the address, or the browser's last choice, asks for the
+# "Model training" view, whatever the kind tag says (seen in headless Chromium). So every
+# link bru prints asks for it.
+MODEL_TRAINING_VIEW = "machine_learning"
+
+
+def runs_page(ui: str, experiment_id: str) -> str:
+    """The address of an experiment's runs in the MLflow UI at ``ui``."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType={MODEL_TRAINING_VIEW}"
 
 
 def _now_ms() -> int:
