@@ -59,10 +59,9 @@ def ui(
         server_log.parent.mkdir(parents=True, exist_ok=True)
         _say(f"MLflow UI on http://{host}:{port} (store {shown_url(settings.tracking)}; its log: {server_log})")
         process = start_server(settings.tracking, settings.artifact_location, host, port, log_file=server_log)
-    for line in _campaign_pages(
-        settings, shown_url(settings.tracking) if mlflow_is_a_server else f"http://{host}:{port}"
-    ):
-        _say(line)
+    if not mlflow_is_a_server:  # read from the store's file: a server that is down retries for minutes
+        for line in _campaign_pages(settings, f"http://{host}:{port}"):
+            _say(line)
     if dashboard is not None:
         _say(f"optuna-dashboard on http://{DASHBOARD_HOST}:{optuna_port} (storage {shown_url(settings.optuna)})")
     _say("Ctrl-C stops " + ("both" if process is not None and dashboard is not None else "it"))
