@@ -263,10 +263,11 @@ def ensure_gpu_limit(slots: int | None = None, missing: int | None = None) -> in
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
+    embedded = False
     if slots is None and missing is None:
         missing = _pool().size  # checks BRU_SLOTS_PER_GPU before anything runs
         if _temporary_server():
-            slots = missing
+            slots, embedded = missing, True
     with get_client(sync_client=True) as client:
         try:
             limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
@@ -276,7 +277,14 @@ def ensure_gpu_limit(slots: int | None = None, missing: int | None = None) -> in
                 GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=wanted, active=True)
             )
             return wanted
-        if slots is not None and (limit.limit != slots or not limit.active):
-            client.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
+        # A temporary server keeps its leases in memory but the limit's count in its database
+        # (under the bru home): slots of a process killed outright stay counted with no lease
+        # left to expire, and the next embedded campaign would wait for them for ever. Its
+        # server is this process's own (the limit is sized to this process's pool above), so
+        # slots counted while this process holds none are stale.
+        stale = embedded and limit.active_slots > 0 and not _keepers
+        if slots is not None and (limit.limit != slots or not limit.active or stale):
+            update = GlobalConcurrencyLimitUpdate(limit=slots, active=True, **({"active_slots": 0} if stale else {}))
+            client.update_global_concurrency_limit(GPU_LIMIT, update)
             return slots
         return limit.limit

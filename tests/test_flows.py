@@ -636,12 +636,21 @@ def test_a_slot_lent_on_after_the_trial_that_took_it_ended_stays_held(prefect_se
 def test_an_embedded_campaign_sizes_the_gpu_limit_to_its_device_pool(tmp_path):
     """No PREFECT_API_URL (bru campaign run): the temporary server's ``gpu`` limit is this
     machine's, and follows BRU_SLOTS_PER_GPU from one run to the next (its database stays
-    in the bru home); here a CPU machine, which takes K trials only when told."""
+    in the bru home); here a CPU machine, which takes K trials only when told. Slots left
+    counted by a process killed outright are given back."""
     script = (
         "import os, flows.gpu as gpu; gpu.local_devices = lambda: ['cpu']; sizes = []\n"
         "for k in ('3', '', '2'):\n"
         "    os.environ['BRU_SLOTS_PER_GPU'] = k; gpu._devices = None; sizes.append(gpu.ensure_gpu_limit())\n"
-        "print(sizes)"
+        # slots counted with no lease behind them, as a campaign killed outright leaves them
+        # (the leases died with its temporary server): the next campaign does not wait for them
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    client.update_global_concurrency_limit('gpu', GlobalConcurrencyLimitUpdate(active_slots=2))\n"
+        "    gpu.ensure_gpu_limit()\n"
+        "    left = client.read_global_concurrency_limit_by_name('gpu').active_slots\n"
+        "print(sizes, left)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRU_"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
@@ -649,7 +658,7 @@ def test_an_embedded_campaign_sizes_the_gpu_limit_to_its_device_pool(tmp_path):
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[3, 1, 2]"
+    assert done.stdout.strip().splitlines()[-1] == "[3, 1, 2] 0"
 
 
 @pytest.mark.parametrize(
