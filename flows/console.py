@@ -24,6 +24,13 @@ import yaml
 
 SETTINGS_ENV = "PREFECT_LOGGING_SETTINGS_PATH"
 _DATED = "%(asctime)s | %(levelname)-7s | "
+# The log file's lines: Prefect's console format, with the date (PrefectFormatter's arguments).
+_DATED_FORMATS = {
+    "format": _DATED + "%(name)s - %(message)s",
+    "flow_run_fmt": _DATED + "Flow run %(flow_run_name)r - %(message)s",
+    "task_run_fmt": _DATED + "Task run %(task_run_name)r - %(message)s",
+}
+_CONSOLES = ("console", "debug")  # the handlers of Prefect's configuration that write to the terminal
 
 
 class CampaignLogHandler(logging.FileHandler):
@@ -41,11 +48,7 @@ class CampaignLogHandler(logging.FileHandler):
 def _dated_formatter() -> logging.Formatter:
     from prefect.logging.formatters import PrefectFormatter
 
-    return PrefectFormatter(
-        _DATED + "%(name)s - %(message)s",
-        flow_run_fmt=_DATED + "Flow run %(flow_run_name)r - %(message)s",
-        task_run_fmt=_DATED + "Task run %(task_run_name)r - %(message)s",
-    )
+    return PrefectFormatter(**_DATED_FORMATS)
 
 
 def _prefect_default() -> dict:
@@ -61,18 +64,11 @@ def campaign_logging(path: Path) -> dict:
     ``path`` (created with its first record), and bru's own records at WARNING and above
     also on stderr, one line each."""
     config = _prefect_default()
-    config["formatters"]["dated"] = {
-        "()": "prefect.logging.formatters.PrefectFormatter",
-        "format": _DATED + "%(name)s - %(message)s",
-        "flow_run_fmt": _DATED + "Flow run %(flow_run_name)r - %(message)s",
-        "task_run_fmt": _DATED + "Task run %(task_run_name)r - %(message)s",
-    }
+    config["formatters"]["dated"] = {"()": "prefect.logging.formatters.PrefectFormatter", **_DATED_FORMATS}
     config["formatters"]["bru"] = {"format": "%(levelname)s: %(message)s"}
     # Prefect substitutes $SETTING in this file: a dollar in the path is written $$.
     filename = str(path).replace("$", "$$")
-    config["handlers"] = {
-        name: handler for name, handler in config["handlers"].items() if name not in ("console", "debug")
-    }
+    config["handlers"] = {name: handler for name, handler in config["handlers"].items() if name not in _CONSOLES}
     config["handlers"]["campaign_file"] = {
         "level": 0, "class": "flows.console.CampaignLogHandler", "formatter": "dated", "filename": filename,
     }  # fmt: skip
@@ -81,8 +77,8 @@ def campaign_logging(path: Path) -> dict:
     }  # fmt: skip
     for logger in [*config["loggers"].values(), config["root"]]:
         handlers = logger.get("handlers", [])
-        if any(h in ("console", "debug") for h in handlers):
-            logger["handlers"] = [h for h in handlers if h not in ("console", "debug")] + ["campaign_file"]
+        if any(h in _CONSOLES for h in handlers):
+            logger["handlers"] = [h for h in handlers if h not in _CONSOLES] + ["campaign_file"]
     config["loggers"]["bru"] = {"level": "NOTSET", "handlers": ["bru_console"]}  # and on to the file, by the root
     return config
 
