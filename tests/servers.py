@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from bru_core.tracking import TrackingError, wait_healthy
+from tests.helpers.processes import group_alive
 
 HOST = "127.0.0.1"
 PG_USER = "postgres"  # the cluster's superuser (initdb -U) and, when we are root, the OS user that runs it
@@ -239,9 +240,7 @@ def _stop_process_group(process: subprocess.Popen, timeout: float) -> None:
         process.wait(timeout=timeout)
     # The CLI forwards SIGTERM to uvicorn and exits when it does, but wait for the whole group.
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not group_alive(pgid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):

@@ -20,6 +20,7 @@ import pytest
 from bru_core.search.storage import quiet_optuna
 from tests.helpers.cli import bru, run
 from tests.helpers.paths import BRU, ROOT, SMOKE
+from tests.helpers.processes import group_alive
 from tests.servers import free_port
 
 STUDY = "smoke/digits/mlp4/relu"
@@ -69,14 +70,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _refuses(port: int) -> bool:
@@ -132,10 +125,10 @@ def test_ui_serves_the_study_in_optuna_dashboard_beside_mlflow(tmp_path, bru_hom
         code = _stop(ui) if ui.poll() is None else ui.returncode
         for group in mlflow_groups:
             deadline = time.monotonic() + 15
-            while _group_alive(group) and time.monotonic() < deadline:
+            while group_alive(group) and time.monotonic() < deadline:
                 time.sleep(0.2)
     assert code == 0, log.read_text()
-    assert not any(_group_alive(group) for group in mlflow_groups), "the MLflow server outlived bru ui"
+    assert not any(group_alive(group) for group in mlflow_groups), "the MLflow server outlived bru ui"
     assert _refuses(dashboard_port) and _refuses(mlflow_port)
 
 

@@ -32,6 +32,7 @@ from tests.helpers.prefect import api as _api
 from tests.helpers.prefect import gpu_slots as _gpu_slots
 from tests.helpers.prefect import start_worker as _start_worker
 from tests.helpers.prefect import stop_worker as _stop_worker
+from tests.helpers.processes import group_alive
 from tests.helpers.stores import EXPECTED_SMOKE, campaign_runs
 from tests.helpers.stores import store_counts as _counts
 
@@ -64,7 +65,7 @@ def test_a_campaign_killed_between_its_repeats_and_its_aggregation_resumes_witho
         time.sleep(3)  # past the repeats: registering the models, then the aggregation fails and waits
         assert first.poll() is None, (tmp_path / "logs" / "err.log").read_text()[-3000:]
     finally:
-        if _group_alive(first.pid):
+        if group_alive(first.pid):
             os.killpg(first.pid, 9)
         first.wait()
         if stopped:
@@ -565,19 +566,11 @@ def _finish_campaign(process: subprocess.Popen, logs, timeout: float = 600) -> s
     database and the test's pipes for good."""
     process.wait(timeout=timeout)
     deadline = time.monotonic() + 10  # a child being stopped may take a moment to go
-    while _group_alive(process.pid) and time.monotonic() < deadline:
+    while group_alive(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     leftover = subprocess.run(["pgrep", "-a", "-g", str(process.pid)], capture_output=True, text=True).stdout
     assert not leftover, f"processes outlived the campaign:\n{leftover}"
     return (logs / "err.log").read_text()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _resume_if_stopped(process: subprocess.Popen, err: str, spec: str, env: dict[str, str]) -> None:
@@ -610,7 +603,7 @@ def test_postgresql_restarted_mid_campaign(tmp_path, postgres_server, postgres_u
         postgres_server.pg_ctl("restart")
         _resume_if_stopped(first, _finish_campaign(first, tmp_path / "logs"), spec, env)
     finally:
-        if _group_alive(first.pid):
+        if group_alive(first.pid):
             os.killpg(first.pid, 9)
     trials = optuna.load_study(study_name=study, storage=postgres_url).trials
     assert sum(counts_towards_budget(t) for t in trials) == 8
@@ -658,7 +651,7 @@ def test_mlflow_server_restarted_mid_campaign(tmp_path):
         repeats = [r for r in runs if r.data.tags["bru.role"] == "repeat" and r.info.status == "FINISHED"]
         assert len(repeats) == 1 and "final_test_error" in repeats[0].data.metrics
     finally:
-        if _group_alive(first.pid):
+        if group_alive(first.pid):
             os.killpg(first.pid, 9)
         stop_server(server)
 
@@ -791,7 +784,7 @@ def test_a_study_flow_run_alone_gives_its_slot_back_at_exit_and_leaves_nothing_r
     try:
         err = _finish_campaign(process, tmp_path / "logs")
     finally:
-        if _group_alive(process.pid):
+        if group_alive(process.pid):
             os.killpg(process.pid, 9)
     assert process.returncode == 0, err[-3000:]
     assert "'done': 2" in (tmp_path / "logs" / "out.log").read_text()
